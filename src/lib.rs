@@ -1,0 +1,1 @@
+//! `rawloop`: the echo application. Placeholder.
