@@ -1,0 +1,123 @@
+//! Signals as epoll events, through `signalfd(2)`.
+//!
+//! A signal handler runs in the middle of whatever the thread was doing, so it may only call
+//! async-signal-safe functions (signal-safety(7)): no allocation, no locks, no logging. The
+//! classic workaround is the self-pipe trick: the handler writes one byte to a pipe whose read
+//! end sits in the epoll set. It works, but it needs a handler, a pipe and care with `errno`.
+//! Linux's `signalfd` removes all three: the signals are *blocked*, so no handler ever runs, and
+//! the kernel queues them on a descriptor that becomes readable when one is pending. `SIGTERM`
+//! then reaches the event loop as an ordinary event, handled in ordinary code.
+//!
+//! The caveat: a blocked signal is only blocked in the threads whose mask says so. A
+//! process-directed signal (what `kill` sends) goes to *any* thread that does not block it, and
+//! if that happens the default action runs (for `SIGTERM`: death) and the signalfd never sees
+//! it. Threads inherit their creator's mask (pthread_sigmask(3)), so create [`Signals`] on the
+//! main thread **before spawning any thread**; then every thread blocks the signals and the
+//! descriptor is the only way they can arrive.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use crate::sys;
+
+/// The signals the reactor deals in.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// `SIGINT`: Ctrl-C.
+    Interrupt,
+    /// `SIGTERM`: polite termination request (what `kill` and service managers send).
+    Terminate,
+    /// `SIGCHLD`: a child process exited (see [`process::reap_any`](crate::process::reap_any)).
+    Child,
+    /// `SIGKILL`: cannot be blocked, caught or read from a signalfd; only for
+    /// [`process::kill`](crate::process::kill).
+    Kill,
+}
+
+impl Signal {
+    /// The signal's number (signal(7)).
+    pub fn number(self) -> i32 {
+        match self {
+            Signal::Interrupt => libc::SIGINT,
+            Signal::Terminate => libc::SIGTERM,
+            Signal::Child => libc::SIGCHLD,
+            Signal::Kill => libc::SIGKILL,
+        }
+    }
+
+    /// The `Signal` with this number, if it is one of ours.
+    pub fn from_number(signo: i32) -> Option<Signal> {
+        match signo {
+            libc::SIGINT => Some(Signal::Interrupt),
+            libc::SIGTERM => Some(Signal::Terminate),
+            libc::SIGCHLD => Some(Signal::Child),
+            libc::SIGKILL => Some(Signal::Kill),
+            _ => None,
+        }
+    }
+}
+
+/// A signalfd for a set of blocked signals: readable while one of them is pending.
+#[derive(Debug)]
+pub struct Signals {
+    fd: OwnedFd,
+}
+
+impl Signals {
+    /// Blocks `signals` in the calling thread's mask (pthread_sigmask) and opens a signalfd for
+    /// them. Must be created on the main thread BEFORE spawning threads, so every thread
+    /// inherits the mask and the signal is only ever delivered through the fd.
+    ///
+    /// `Signal::Kill` is refused with `InvalidInput`: SIGKILL cannot be blocked, and signalfd
+    /// silently ignores it (signalfd(2)), so asking for it would be a silent no-op.
+    ///
+    /// The signals stay blocked after the `Signals` is dropped: unblocking would deliver any
+    /// still-pending one with its default action, i.e. kill the process at an arbitrary point.
+    pub fn new(signals: &[Signal]) -> io::Result<Signals> {
+        if signals.contains(&Signal::Kill) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "SIGKILL cannot be blocked or read from a signalfd",
+            ));
+        }
+        let numbers: Vec<i32> = signals.iter().map(|s| s.number()).collect();
+        // Block first: a signal arriving between the two calls then waits, pending, for the fd
+        // instead of running its default action.
+        sys::block_signals(&numbers)?;
+        let fd = sys::signalfd(&numbers)?;
+        Ok(Signals { fd })
+    }
+
+    /// Next pending signal, or Ok(None) when none is pending (nonblocking fd). Standard signals
+    /// do not queue: two SIGCHLDs sent before a read arrive as one (signal(7)), which is why a
+    /// SIGCHLD handler must reap in a loop until `reap_any` returns `None`.
+    pub fn read(&self) -> io::Result<Option<Signal>> {
+        loop {
+            match sys::read_signalfd(self.fd.as_fd()) {
+                Ok(signo) => {
+                    return Signal::from_number(signo).map(Some).ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("signalfd returned unexpected signal {signo}"),
+                        )
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl AsFd for Signals {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Signals {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
