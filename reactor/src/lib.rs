@@ -35,7 +35,7 @@
 //!
 //! # Layout
 //!
-//! - [`sys`](self#layout) (private): the only module with `unsafe`. A mio-style `syscall!` macro
+//! - `sys` (private): the only module with `unsafe`. A mio-style `syscall!` macro
 //!   and one thin safe wrapper per libc call, each with a `// SAFETY:` comment citing its man page.
 //! - [`epoll`]: [`Epoll`], [`Interest`], [`Token`], [`Events`]: the readiness queue, epoll(7).
 //! - [`net`]: [`TcpListener`] and [`TcpStream`] from socket(2) up, plus the accept-queue depth

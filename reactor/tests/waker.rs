@@ -18,25 +18,35 @@ fn wakes_a_wait_blocked_forever_from_another_thread() {
     let waker = Arc::new(Waker::new().unwrap());
     epoll.add(&*waker, WAKE, Interest::READABLE).unwrap();
 
-    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
     let waiter = {
         let epoll = Arc::clone(&epoll);
         thread::spawn(move || {
             let mut events = Events::with_capacity(4);
             let start = Instant::now();
+            ready_tx.send(()).unwrap();
             // `None`: without the waker this would block forever.
             epoll.wait(&mut events, None).unwrap();
             let tokens: Vec<Token> = events.iter().map(|ev| ev.token()).collect();
-            tx.send((tokens, start.elapsed())).unwrap();
+            done_tx.send((tokens, start.elapsed())).unwrap();
         })
     };
-    // Give the waiter time to block first, so the wake really interrupts a sleeping wait.
+    ready_rx.recv_timeout(DEADLINE).unwrap();
+    // Give the waiter time to block, so the wake really ends a sleeping wait.
     thread::sleep(Duration::from_millis(100));
-    waker.wake().unwrap();
-    let (tokens, blocked_for) = rx.recv_timeout(DEADLINE).expect("the waker did not wake");
-    assert_eq!(tokens, vec![WAKE]);
     assert!(
-        blocked_for >= Duration::from_millis(50),
+        done_rx.try_recv().is_err(),
+        "the wait returned before any wake"
+    );
+    waker.wake().unwrap();
+    let (tokens, blocked_for) = done_rx
+        .recv_timeout(DEADLINE)
+        .expect("the waker did not wake");
+    assert_eq!(tokens, vec![WAKE]);
+    // `start` was taken before `ready` was sent, and the wake came 100ms after that.
+    assert!(
+        blocked_for >= Duration::from_millis(100),
         "woke too early: {blocked_for:?}"
     );
     waiter.join().unwrap();
