@@ -74,6 +74,8 @@ pub struct PoolStats {
     pub ring_full: u64,
     /// Times a submit woke a parked worker (each one a `futex(2)` wake).
     pub wakeups: u64,
+    /// Workers parked right now and not yet woken (racy snapshot).
+    pub sleeping: usize,
 }
 
 /// A snapshot of one worker's counters.
@@ -81,7 +83,8 @@ pub struct PoolStats {
 pub struct WorkerStats {
     /// Jobs this worker ran, including those that panicked.
     pub jobs: u64,
-    /// Total time spent parked (asleep with an empty ring), in nanoseconds.
+    /// Total time spent parked (asleep with an empty ring), in nanoseconds; a park is
+    /// counted when the worker wakes from it.
     pub parked_ns: u64,
     /// How many times the worker parked.
     pub parks: u64,
@@ -223,6 +226,7 @@ impl<J: Send + 'static> Pool<J> {
             ring_high_water: shared.high_water.load(Relaxed),
             ring_full: shared.ring_full.load(Relaxed),
             wakeups: shared.queue.wakeups(),
+            sleeping: shared.queue.sleepers(),
         }
     }
 
