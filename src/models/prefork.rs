@@ -1,0 +1,161 @@
+//! `prefork`: N single-threaded processes, each an event loop on its own SO_REUSEPORT listener.
+//!
+//! Our first note's "many single-threaded instances" without the containers: each child is a
+//! complete `event-loop` server, and the kernel spreads connections over their listeners by
+//! SO_REUSEPORT hashing. Processes share nothing, not even an address space, so a crash takes
+//! down one child's connections only. The parent does not serve: it forks the children, forwards
+//! SIGINT/SIGTERM to them, restarts a child that dies, and exits 0 once all are gone after a stop.
+//!
+//! The parent binds all N listeners before forking (so the port is known, and printed, before
+//! any child runs), gives each child its own, and closes its copies right after each fork: a
+//! listener left open in the parent would stay in the SO_REUSEPORT group and receive a share of
+//! the connections that nobody would ever accept. The parent stays single-threaded, which is
+//! what makes `fork` safe (see `process_per_conn`).
+//!
+//! A child does not reuse the parent's signalfd: signalfd(2) notes that epoll readiness of an
+//! inherited signalfd follows the process that registered it, so the child drops it and opens
+//! its own (the blocked mask itself is inherited, so nothing slips through in between).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{error, info, warn};
+use reactor::process::{self, Fork, Pid};
+use reactor::{Epoll, Events, Interest, Signal, Signals, TcpListener};
+
+use crate::config::Settings;
+use crate::event_loop::{self, Control, LoopParts, SIGNALS};
+use crate::models::reuseport::bind_group;
+use crate::server;
+use crate::stats::Stats;
+
+/// Runs the parent; in each child, runs an event loop and exits.
+pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
+    let listeners = bind_group(settings, settings.workers)?;
+    let addr = server::announce(&listeners[0])?;
+    let mut parent = Parent {
+        settings,
+        addr,
+        signals,
+        children: HashMap::new(),
+        stopping: false,
+    };
+    let listeners = listeners.into_iter().enumerate().collect::<Vec<_>>();
+    if let Some(child) = parent.start(listeners)? {
+        return serve_child(settings, parent, child);
+    }
+    match parent.supervise()? {
+        None => Ok(()),
+        Some(child) => serve_child(settings, parent, child),
+    }
+}
+
+/// In a freshly forked child: drop the parent's state, run one event loop, exit.
+fn serve_child(
+    settings: &Settings,
+    parent: Parent<'_>,
+    child: (usize, Arc<TcpListener>),
+) -> io::Result<()> {
+    drop(parent); // closes the inherited signalfd (and nothing else is open)
+    let _ = process::set_parent_death_signal(Signal::Kill);
+    let (index, listener) = child;
+    let signals = Signals::new(&[Signal::Interrupt, Signal::Terminate])?;
+    let parts = LoopParts {
+        listener: Some(listener),
+        control: Control::new(0)?,
+        signals: Some(signals),
+        print_stats: true,
+        offload: None,
+    };
+    let code = match event_loop::run(settings, &Stats::new(), parts) {
+        Ok(()) => 0,
+        Err(e) => {
+            error!("prefork child {index} failed: {e}");
+            1
+        }
+    };
+    process::exit_now(code)
+}
+
+struct Parent<'a> {
+    settings: &'a Settings,
+    addr: SocketAddr,
+    signals: Signals,
+    /// Live children and the listener index each serves.
+    children: HashMap<Pid, usize>,
+    stopping: bool,
+}
+
+impl Parent<'_> {
+    /// Forks one child per listener. Returns `Some` in a child, with its listener; the parent
+    /// has closed all of its copies when it returns `None`.
+    fn start(
+        &mut self,
+        listeners: Vec<(usize, Arc<TcpListener>)>,
+    ) -> io::Result<Option<(usize, Arc<TcpListener>)>> {
+        let mut listeners = listeners.into_iter();
+        while let Some((index, listener)) = listeners.next() {
+            match process::fork()? {
+                // The remaining listeners are dropped (closed) with the iterator.
+                Fork::Child => return Ok(Some((index, listener))),
+                Fork::Parent(pid) => {
+                    self.children.insert(pid, index);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits for signals: forwards stops, reaps and restarts children.
+    fn supervise(&mut self) -> io::Result<Option<(usize, Arc<TcpListener>)>> {
+        let epoll = Epoll::new()?;
+        epoll.add(&self.signals, SIGNALS, Interest::READABLE)?;
+        let mut events = Events::with_capacity(4);
+        while !(self.stopping && self.children.is_empty()) {
+            epoll.wait(&mut events, Some(Duration::from_secs(1)))?;
+            while let Some(signal) = self.signals.read()? {
+                match signal {
+                    Signal::Child => {
+                        if let Some(child) = self.reap_and_restart()? {
+                            return Ok(Some(child));
+                        }
+                    }
+                    _ => self.forward(signal),
+                }
+            }
+        }
+        info!("all prefork children exited");
+        Ok(None)
+    }
+
+    fn forward(&mut self, signal: Signal) {
+        // A second stop is forwarded too: each child exits at once on its own second signal.
+        self.stopping = true;
+        for pid in self.children.keys() {
+            if let Err(e) = process::kill(*pid, signal) {
+                warn!("cannot signal child {pid:?}: {e}");
+            }
+        }
+    }
+
+    fn reap_and_restart(&mut self) -> io::Result<Option<(usize, Arc<TcpListener>)>> {
+        while let Some((pid, status)) = process::reap_any()? {
+            let Some(index) = self.children.remove(&pid) else {
+                continue;
+            };
+            if self.stopping {
+                continue;
+            }
+            warn!("prefork child {index} ({pid:?}) died ({status:?}); restarting it");
+            // A fresh listener joins the SO_REUSEPORT group; the dead child's queue is gone.
+            let listener = Arc::new(server::bind(self.settings, self.addr, true)?);
+            if let Some(child) = self.start(vec![(index, listener)])? {
+                return Ok(Some(child));
+            }
+        }
+        Ok(None)
+    }
+}

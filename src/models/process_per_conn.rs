@@ -1,0 +1,253 @@
+//! `process-per-conn`: accept, then `fork(2)`; a child process serves the one connection.
+//!
+//! The first design of our second note ("a new process for each client connection"), as
+//! inetd and early Apache did it. Isolation is total: a crash or a leak in one child touches no
+//! other client. The cost is a `fork` per connection (page tables copied, copy-on-write faults
+//! afterwards) and a process per client for the scheduler to juggle.
+//!
+//! **Why forking a multi-threaded process is dangerous, and how we avoid it.** `fork` copies
+//! only the calling thread. Any lock another thread held at that instant (the allocator's, the
+//! logger's, stdout's) stays locked forever in the child, which then deadlocks the first time it
+//! allocates or logs. POSIX allows only async-signal-safe calls in such a child. So this model
+//! keeps its parent strictly single-threaded: accept, fork, reap and signals all run in one
+//! epoll loop on the main thread, and [`reactor::process::fork`] refuses outright when the
+//! process has more than one thread.
+//!
+//! **Descriptors.** The child inherits every descriptor of the parent: the listener, the epoll
+//! set, and every other child's client socket. It must close all of them, or a sibling's client
+//! would never see end-of-file (a socket closes only when its last descriptor does) and a
+//! closed listener would keep filling its accept queue. Here the fork happens at the top of the
+//! parent loop, which then *returns* in the child, so Rust drops (closes) all of the parent's
+//! state before the child serves its connection.
+//!
+//! **Reaping.** SIGCHLD arrives on the signalfd; the parent calls `waitpid(-1, WNOHANG)` until
+//! no child is left to reap (signals coalesce: one SIGCHLD may stand for many exits), so no
+//! zombie outlives a loop turn. The parent keeps its own copy of each child's socket so that at
+//! shutdown it can `shutdown(SHUT_RD)` it: the child's blocked read returns end-of-file and the
+//! child flushes and exits as if its client had half-closed.
+//!
+//! Stats: the counters of a child die with it, so this model reports connection counts (from
+//! the parent) but not bytes.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use pool::counters::Counter;
+use reactor::process::{self, Fork, Pid};
+use reactor::{Epoll, Events, Interest, Shutdown, Signal, Signals, TcpListener, TcpStream, Timer};
+
+use crate::accept::{accept_batch, AcceptState};
+use crate::config::Settings;
+use crate::event_loop::{LISTENER, SIGNALS, TICK, TICK_PERIOD};
+use crate::models::blocking::serve_blocking;
+use crate::stats::Stats;
+use crate::{report, server};
+
+/// Runs the single-threaded parent; in each child, serves one connection and exits.
+pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
+    let listener = server::bind(settings, settings.args.bind, false)?;
+    server::announce(&listener)?;
+    let stats = Stats::new();
+    match Parent::new(settings, &stats, listener, signals)?.run()? {
+        Role::Parent => Ok(()),
+        Role::Child(stream) => {
+            // Everything of the parent is closed by now; only our client's socket is left.
+            let _ = process::set_parent_death_signal(Signal::Kill);
+            let prepared = stream.set_nonblocking(false).and_then(|()| {
+                stream.set_read_timeout(settings.idle_timeout)?;
+                stream.set_write_timeout(settings.idle_timeout)
+            });
+            if prepared.is_ok() {
+                serve_blocking(settings, &stats, stream);
+            }
+            process::exit_now(0)
+        }
+    }
+}
+
+/// Which side of a `fork` returned from the parent loop.
+enum Role {
+    Parent,
+    Child(TcpStream),
+}
+
+struct Parent<'a> {
+    settings: &'a Settings,
+    stats: &'a Stats,
+    epoll: Epoll,
+    listener: Option<Arc<TcpListener>>,
+    signals: Signals,
+    tick: Timer,
+    /// The parent's copy of each child's client socket, for the drain.
+    children: HashMap<Pid, TcpStream>,
+    drain_deadline: Option<Instant>,
+    last_stats: Instant,
+}
+
+impl<'a> Parent<'a> {
+    fn new(
+        settings: &'a Settings,
+        stats: &'a Stats,
+        listener: TcpListener,
+        signals: Signals,
+    ) -> io::Result<Self> {
+        let epoll = Epoll::new()?;
+        epoll.add(&listener, LISTENER, Interest::READABLE)?;
+        epoll.add(&signals, SIGNALS, Interest::READABLE)?;
+        let tick = Timer::new()?;
+        tick.set_interval(TICK_PERIOD)?;
+        epoll.add(&tick, TICK, Interest::READABLE)?;
+        let listener = Some(Arc::new(listener));
+        let (children, drain_deadline, last_stats) = (HashMap::new(), None, Instant::now());
+        Ok(Parent {
+            settings,
+            stats,
+            epoll,
+            listener,
+            signals,
+            tick,
+            children,
+            drain_deadline,
+            last_stats,
+        })
+    }
+
+    fn run(mut self) -> io::Result<Role> {
+        let mut events = Events::with_capacity(16);
+        let mut accepted = Vec::new();
+        loop {
+            let timeout = self
+                .drain_deadline
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            self.epoll.wait(&mut events, timeout)?;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(&mut accepted),
+                    SIGNALS => self.on_signals()?,
+                    _ => self.on_tick(),
+                }
+            }
+            // Fork outside the accept batch: a child must never go on accepting.
+            for stream in accepted.drain(..) {
+                if let Some(role) = self.fork(stream) {
+                    return Ok(role);
+                }
+            }
+            if let Some(deadline) = self.drain_deadline {
+                if self.children.is_empty() || Instant::now() >= deadline {
+                    self.kill_all();
+                    report::print_final(self.settings, self.stats, None, None);
+                    return Ok(Role::Parent);
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, accepted: &mut Vec<TcpStream>) {
+        let Some(listener) = self.listener.clone() else {
+            return;
+        };
+        let state = accept_batch(&listener, self.stats, self.settings.args.max_conns, |s| {
+            accepted.push(s)
+        });
+        if state == AcceptState::Pause {
+            // Out of descriptors: wait for children to exit. The tick re-enables accept.
+            let _ = self.epoll.delete(listener.as_ref());
+        }
+    }
+
+    /// Forks a child for `stream`. Returns `Some(Role::Child)` in the child.
+    fn fork(&mut self, stream: TcpStream) -> Option<Role> {
+        match process::fork() {
+            Ok(Fork::Child) => Some(Role::Child(stream)),
+            Ok(Fork::Parent(pid)) => {
+                self.children.insert(pid, stream);
+                None
+            }
+            Err(e) => {
+                warn!("fork failed, dropping the connection: {e}");
+                self.stats.closed.incr();
+                None
+            }
+        }
+    }
+
+    fn on_signals(&mut self) -> io::Result<()> {
+        while let Some(signal) = self.signals.read()? {
+            match signal {
+                Signal::Child => self.reap(),
+                _ if self.drain_deadline.is_some() => {
+                    warn!("second {signal:?}: exiting without draining");
+                    self.kill_all();
+                    report::print_final(self.settings, self.stats, None, None);
+                    std::process::exit(0);
+                }
+                _ => {
+                    info!("{signal:?}: draining {} children", self.children.len());
+                    self.begin_drain();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match process::reap_any() {
+                Ok(Some((pid, status))) => {
+                    if self.children.remove(&pid).is_some() {
+                        self.stats.closed.incr();
+                    }
+                    log::debug!("child {pid:?} exited: {status:?}");
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    warn!("waitpid failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let _ = self.tick.read();
+        if let Some(listener) = &self.listener {
+            // Harmless when already registered (EEXIST); re-enables accept after a pause.
+            let _ = self
+                .epoll
+                .add(listener.as_ref(), LISTENER, Interest::READABLE);
+        }
+        if let Some(every) = self.settings.stats_interval {
+            if self.last_stats.elapsed() >= every {
+                self.last_stats = Instant::now();
+                let line = report::line(self.settings, self.stats, self.listener.as_deref(), None);
+                println!("{line} children={}", self.children.len());
+            }
+        }
+    }
+
+    fn begin_drain(&mut self) {
+        self.drain_deadline = Some(Instant::now() + self.settings.drain_timeout);
+        if let Some(listener) = self.listener.take() {
+            let _ = self.epoll.delete(listener.as_ref());
+        }
+        for stream in self.children.values() {
+            let _ = stream.shutdown(Shutdown::Read);
+        }
+    }
+
+    /// SIGKILL whatever is left, then reap it, so no child outlives the parent.
+    fn kill_all(&mut self) {
+        for pid in self.children.keys() {
+            let _ = process::kill(*pid, Signal::Kill);
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.children.is_empty() && Instant::now() < deadline {
+            self.reap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! `reactor-pool`, the flagship: one reactor thread detects readiness, pinned workers do the I/O.
+//!
+//! ```text
+//!             epoll_wait                ring (Vyukov MPMC)            read / echo / write
+//!  sockets ──────────────▶ reactor ──────────────────────▶ worker 0 ─┐
+//!     ▲                    thread   push(key)      pop     worker 1 ─┤ epoll_ctl(MOD, ONESHOT)
+//!     └──────────────────────────────────────────────────────────────┘   re-arms the socket
+//! ```
+//!
+//! This is the card's shape and our second note's "poll + service queue + pool sized to the
+//! cores". The reactor owns the epoll set and the listener; it never reads a client socket.
+//! For each ready connection it pushes the connection's key into the lock-free ring; a worker
+//! pops it, serves the connection ([`Conn::serve`]), and re-arms it.
+//!
+//! **One connection, one worker at a time.** Every connection is registered with
+//! `EPOLLONESHOT`: after one event, epoll disables it until `epoll_ctl(EPOLL_CTL_MOD)` re-arms it
+//! (epoll(7), "Q: ... EPOLLONESHOT"). Only the worker holding the event re-arms, after serving,
+//! so no second event for the same connection can exist while one is being handled. The reactor
+//! checks this: it marks a slot `dispatched` when it pushes the key and the worker clears it
+//! just before re-arming; a second dispatch of a slot still marked is counted in `overlaps`
+//! (and logged). It stays 0; the hidden `--no-oneshot` flag drops `EPOLLONESHOT` to show the
+//! counter catching the bug. The slot's `Mutex` is what makes sharing the `Conn` sound in Rust;
+//! thanks to ONESHOT it is uncontended.
+//!
+//! **A full ring loses nothing.** `Pool::submit` never blocks; when the ring is full the reactor
+//! keeps the key in a local backlog and retries on its next turn. The backlog is bounded by the
+//! number of connections, because ONESHOT allows at most one outstanding event per connection.
+//!
+//! **Closing.** Only workers close connections (they hold the event). The reactor ends a
+//! connection (idle timeout, drain) by shutting its socket down, which makes the socket ready;
+//! the worker that gets the event then sees end-of-file or an error and closes it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use log::{debug, error, warn};
+use pool::counters::Counter;
+use pool::{Pool, PoolBuilder, WorkerContext};
+use reactor::{Epoll, Events, Interest, Signals, TcpListener, TcpStream, Timer, Token};
+
+use crate::accept::{accept_batch, AcceptState};
+use crate::config::Settings;
+use crate::conn::{Conn, Costly, Status};
+use crate::event_loop::{with_scratch, Control, CONN_BASE, CONTROL, LISTENER, TICK, TICK_PERIOD};
+use crate::stats::Stats;
+use crate::supervisor::{supervise, Supervised};
+use crate::{report, server};
+
+/// Runs the reactor thread and the pool, supervised.
+pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
+    let listener = Arc::new(server::bind(settings, settings.args.bind, false)?);
+    server::announce(&listener)?;
+    let shared = Arc::new(Shared::new(settings)?);
+    let worker_shared = Arc::clone(&shared);
+    let pool = Arc::new(
+        PoolBuilder::new()
+            .workers(settings.workers)
+            .pin(settings.pin)
+            .capacity(settings.args.ring_capacity)
+            .spawn(move |key: usize, _worker: &WorkerContext| worker_shared.serve(key))?,
+    );
+    let control = Control::new(0)?;
+    let watch = Arc::downgrade(&listener);
+    let reactor = {
+        let (shared, pool, control) =
+            (Arc::clone(&shared), Arc::clone(&pool), Arc::clone(&control));
+        std::thread::Builder::new()
+            .name("rawloop-reactor".into())
+            .spawn(move || {
+                if let Err(e) =
+                    Reactor::new(&shared, listener, &control, &pool).and_then(Reactor::run)
+                {
+                    error!("reactor failed: {e}");
+                }
+            })?
+    };
+    let report = || {
+        let line = report::line(
+            &shared.settings,
+            &shared.stats,
+            Weak::upgrade(&watch).as_deref(),
+            Some(&pool.stats()),
+        );
+        format!(
+            "{line} overlaps={}",
+            shared.overlaps.load(Ordering::Relaxed)
+        )
+    };
+    let stop = || control.request_stop();
+    let stats_interval = settings.stats_interval;
+    supervise(Supervised {
+        signals,
+        stats_interval,
+        report: &report,
+        stop: &stop,
+        threads: vec![reactor],
+    })
+}
+
+/// A connection's place: the `Conn` behind an (uncontended) lock, and the dispatch mark.
+struct Slot {
+    conn: Mutex<Option<Conn>>,
+    /// Set by the reactor when it pushes this slot's key, cleared by the worker just before it
+    /// re-arms. Finding it already set at dispatch means two events were outstanding.
+    dispatched: AtomicBool,
+}
+
+/// What the reactor and the workers share.
+struct Shared {
+    epoll: Epoll,
+    slots: Box<[Slot]>,
+    /// Keys of empty slots. The reactor pops one per accepted connection; the worker that
+    /// closes a connection pushes its key back.
+    free: Mutex<Vec<usize>>,
+    settings: Settings,
+    stats: Arc<Stats>,
+    oneshot: bool,
+    overlaps: AtomicU64,
+}
+
+impl Shared {
+    fn new(settings: &Settings) -> io::Result<Shared> {
+        let capacity = settings.args.max_conns;
+        let slots = (0..capacity)
+            .map(|_| Slot {
+                conn: Mutex::new(None),
+                dispatched: AtomicBool::new(false),
+            })
+            .collect();
+        Ok(Shared {
+            epoll: Epoll::new()?,
+            slots,
+            free: Mutex::new((0..capacity).rev().collect()),
+            settings: settings.clone(),
+            stats: Stats::new(),
+            oneshot: !settings.args.no_oneshot,
+            overlaps: AtomicU64::new(0),
+        })
+    }
+
+    fn interest(&self, interest: Interest) -> Interest {
+        if self.oneshot {
+            interest.oneshot()
+        } else {
+            interest
+        }
+    }
+
+    fn lock(&self, key: usize) -> MutexGuard<'_, Option<Conn>> {
+        // A panic while serving poisons the lock; the connection inside is still a valid
+        // value, and the pool has already counted and logged the panic.
+        self.slots[key]
+            .conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A worker's job: serve the connection in slot `key`, then re-arm or close it.
+    fn serve(&self, key: usize) {
+        let mut guard = self.lock(key);
+        let Some(conn) = guard.as_mut() else { return };
+        let limits = &self.settings.limits;
+        let status =
+            with_scratch(|scratch| conn.serve(scratch, limits, Costly::Inline, &self.stats));
+        match status {
+            Status::Wait(interest) => {
+                let token = Token(CONN_BASE + key as u64);
+                // Clear the mark before re-arming: the next event can only come after it.
+                self.slots[key].dispatched.store(false, Ordering::Release);
+                if let Err(e) = self
+                    .epoll
+                    .modify(conn.stream(), token, self.interest(interest))
+                {
+                    debug!("re-arm failed: {e}");
+                    self.close(key, guard);
+                }
+            }
+            Status::Close(_) | Status::Offload => self.close(key, guard),
+        }
+    }
+
+    fn close(&self, key: usize, mut guard: MutexGuard<'_, Option<Conn>>) {
+        let conn = guard.take();
+        self.slots[key].dispatched.store(false, Ordering::Release);
+        drop(guard);
+        // Dropping the Conn closes the socket and takes it out of the epoll set; only then may
+        // the key be reused.
+        if conn.is_some() {
+            drop(conn);
+            self.free
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(key);
+            self.stats.closed.incr();
+        }
+    }
+}
+
+#[derive(Copy, Clone)]
+enum Wait {
+    Yes,
+    No,
+}
+
+/// The reactor thread's state.
+struct Reactor<'a> {
+    shared: &'a Shared,
+    listener: Option<Arc<TcpListener>>,
+    accept_paused: bool,
+    control: &'a Control,
+    pool: &'a Pool<usize>,
+    tick: Timer,
+    backlog: VecDeque<usize>,
+    drain_deadline: Option<Instant>,
+}
+
+impl<'a> Reactor<'a> {
+    fn new(
+        shared: &'a Shared,
+        listener: Arc<TcpListener>,
+        control: &'a Control,
+        pool: &'a Pool<usize>,
+    ) -> io::Result<Self> {
+        shared
+            .epoll
+            .add(listener.as_ref(), LISTENER, Interest::READABLE)?;
+        shared
+            .epoll
+            .add(control.waker(), CONTROL, Interest::READABLE)?;
+        let tick = Timer::new()?;
+        tick.set_interval(TICK_PERIOD)?;
+        shared.epoll.add(&tick, TICK, Interest::READABLE)?;
+        let (listener, accept_paused, backlog, drain_deadline) =
+            (Some(listener), false, VecDeque::new(), None);
+        Ok(Reactor {
+            shared,
+            listener,
+            accept_paused,
+            control,
+            pool,
+            tick,
+            backlog,
+            drain_deadline,
+        })
+    }
+
+    fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        loop {
+            self.retry_backlog();
+            let mut timeout = self
+                .drain_deadline
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            if !self.backlog.is_empty() {
+                timeout = Some(Duration::from_millis(1));
+            }
+            self.shared.epoll.wait(&mut events, timeout)?;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.on_listener(),
+                    CONTROL => self.on_control()?,
+                    TICK => self.on_tick(),
+                    Token(t) => self.dispatch((t - CONN_BASE) as usize),
+                }
+            }
+            if let Some(deadline) = self.drain_deadline {
+                if self.shared.stats.open() == 0 || Instant::now() >= deadline {
+                    self.close_all();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, key: usize) {
+        if self.shared.slots[key]
+            .dispatched
+            .swap(true, Ordering::AcqRel)
+        {
+            self.shared.overlaps.fetch_add(1, Ordering::Relaxed);
+            warn!("connection {key} got a second event while a worker holds the first");
+        }
+        if let Err(key) = self.pool.submit(key) {
+            self.backlog.push_back(key);
+        }
+    }
+
+    fn retry_backlog(&mut self) {
+        while let Some(key) = self.backlog.pop_front() {
+            if let Err(key) = self.pool.submit(key) {
+                self.backlog.push_front(key);
+                return;
+            }
+        }
+    }
+
+    fn on_listener(&mut self) {
+        let Some(listener) = self.listener.clone() else {
+            return;
+        };
+        let shared = self.shared;
+        let max = shared.settings.args.max_conns;
+        if accept_batch(&listener, &shared.stats, max, |stream| {
+            self.register(stream)
+        }) == AcceptState::Pause
+        {
+            self.accept_paused = shared.epoll.delete(listener.as_ref()).is_ok();
+        }
+    }
+
+    fn register(&mut self, stream: TcpStream) {
+        let shared = self.shared;
+        let Some(key) = shared.free.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+            shared.stats.refused.incr();
+            shared.stats.closed.incr();
+            return;
+        };
+        let conn = Conn::new(
+            stream,
+            shared.settings.args.protocol,
+            &shared.settings.limits,
+        );
+        let mut slot = shared.lock(key);
+        let token = Token(CONN_BASE + key as u64);
+        match shared
+            .epoll
+            .add(conn.stream(), token, shared.interest(Interest::READABLE))
+        {
+            Ok(()) => *slot = Some(conn),
+            Err(e) => {
+                warn!("epoll_ctl(ADD) failed: {e}");
+                drop(slot);
+                shared
+                    .free
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(key);
+                shared.stats.closed.incr();
+            }
+        }
+    }
+
+    fn on_control(&mut self) -> io::Result<()> {
+        self.control.waker().reset()?;
+        if self.control.stop_requested() && self.drain_deadline.is_none() {
+            self.drain_deadline = Some(Instant::now() + self.shared.settings.drain_timeout);
+            if let Some(listener) = self.listener.take() {
+                let _ = self.shared.epoll.delete(listener.as_ref());
+            }
+            // Half-close every connection; the workers then flush and close them.
+            self.for_each_conn(Wait::Yes, Conn::begin_close);
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self) {
+        let _ = self.tick.read();
+        if self.accept_paused {
+            if let Some(listener) = &self.listener {
+                self.accept_paused = self
+                    .shared
+                    .epoll
+                    .add(listener.as_ref(), LISTENER, Interest::READABLE)
+                    .is_err();
+            }
+        }
+        if let Some(timeout) = self.shared.settings.idle_timeout {
+            let now = Instant::now();
+            let stats = &self.shared.stats;
+            // A connection being served right now is not idle: skip it rather than wait.
+            self.for_each_conn(Wait::No, |conn| {
+                if conn.idle_for(now) >= timeout && conn.abort() {
+                    stats.idle_closed.incr();
+                }
+            });
+        }
+    }
+
+    /// Visits every open connection under its slot lock, waiting for slots a worker holds or
+    /// skipping them.
+    fn for_each_conn(&self, wait: Wait, mut f: impl FnMut(&mut Conn)) {
+        for (key, slot) in self.shared.slots.iter().enumerate() {
+            let mut guard = match (wait, slot.conn.try_lock()) {
+                (_, Ok(guard)) => guard,
+                (Wait::Yes, Err(_)) => self.shared.lock(key),
+                (Wait::No, Err(_)) => continue,
+            };
+            if let Some(conn) = guard.as_mut() {
+                f(conn);
+            }
+        }
+    }
+
+    fn close_all(&mut self) {
+        let open = self.shared.stats.open();
+        if open > 0 {
+            warn!("drain deadline passed: closing {open} connections");
+        }
+        for key in 0..self.shared.slots.len() {
+            let guard = self.shared.lock(key);
+            if guard.is_some() {
+                self.shared.close(key, guard);
+            }
+        }
+    }
+}

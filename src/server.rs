@@ -1,0 +1,53 @@
+//! Start-up shared by every model: limits, signals, binding, the `listening on` line.
+
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+
+use log::{info, warn};
+use reactor::{ListenOptions, Signal, Signals, TcpListener};
+
+use crate::config::Settings;
+use crate::{accept, models};
+
+/// Runs the server described by `settings` until it is stopped.
+pub fn run(settings: Settings) -> io::Result<()> {
+    // Signals first, before any thread exists: the blocked mask is inherited by every thread
+    // spawned later, so SIGINT/SIGTERM/SIGCHLD are only ever delivered through the signalfd.
+    let signals = Signals::new(&[Signal::Interrupt, Signal::Terminate, Signal::Child])?;
+    if settings.args.syscall_stats {
+        reactor::syscalls::enable();
+    }
+    match reactor::process::raise_nofile_limit() {
+        Ok(limit) => info!("descriptor limit: {limit}"),
+        Err(e) => warn!("could not raise RLIMIT_NOFILE: {e}"),
+    }
+    accept::reserve_spare_fd();
+    models::run(&settings, signals)
+}
+
+/// Binds a listener on `--bind` (optionally with SO_REUSEPORT, on `addr` instead).
+pub fn bind(settings: &Settings, addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    if addr.ip().is_unspecified() {
+        warn!("binding {addr}: the server is reachable from every network interface");
+    }
+    let backlog = settings.args.backlog;
+    if let Some(max) = reactor::somaxconn().filter(|&max| backlog > max) {
+        warn!("--backlog {backlog} exceeds net.core.somaxconn; the kernel caps it at {max}");
+    }
+    let options = ListenOptions {
+        backlog,
+        reuse_port,
+        ..ListenOptions::default()
+    };
+    TcpListener::bind(addr, &options)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// Prints the one line scripts wait for: `listening on <addr>`, with the real port.
+pub fn announce(listener: &TcpListener) -> io::Result<SocketAddr> {
+    let addr = listener.local_addr()?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {addr}")?;
+    out.flush()?;
+    Ok(addr)
+}
