@@ -158,7 +158,7 @@ impl Settings {
     /// Validates the arguments and derives the settings.
     pub fn from_args(args: Args) -> Result<Settings, String> {
         let secs = |name: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 && v < 1e9 {
+            if (0.0..1e9).contains(&v) {
                 Ok(Duration::from_secs_f64(v))
             } else {
                 Err(format!(

@@ -67,8 +67,8 @@ pub enum Handoff {
     Returned {
         /// Its slab key, kept reserved while it was away.
         key: usize,
-        /// The connection itself.
-        conn: Conn,
+        /// The connection itself (boxed: the ring moves a pointer, not the whole state).
+        conn: Box<Conn>,
         /// The status the worker's `serve` returned.
         status: Status,
     },
@@ -151,7 +151,7 @@ pub struct Offload {
 
 struct OffloadJob {
     key: usize,
-    conn: Conn,
+    conn: Box<Conn>,
 }
 
 impl Offload {
@@ -326,7 +326,7 @@ impl<'a> EventLoop<'a> {
             while let Some(handoff) = inbox.try_pop() {
                 match handoff {
                     Handoff::Accepted(stream) => self.register(stream),
-                    Handoff::Returned { key, conn, status } => self.welcome_back(key, conn, status),
+                    Handoff::Returned { key, conn, status } => self.welcome_back(key, *conn, status),
                 }
             }
         }
@@ -426,7 +426,7 @@ impl<'a> EventLoop<'a> {
                 let conn = entry.conn.take().expect("checked above");
                 let _ = self.epoll.delete(conn.stream());
                 match &mut self.offload {
-                    Some(offload) => offload.submit(OffloadJob { key, conn }),
+                    Some(offload) => offload.submit(OffloadJob { key, conn: Box::new(conn) }),
                     None => self.close(key),
                 }
             }

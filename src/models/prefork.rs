@@ -96,10 +96,9 @@ impl Parent<'_> {
         &mut self,
         listeners: Vec<(usize, Arc<TcpListener>)>,
     ) -> io::Result<Option<(usize, Arc<TcpListener>)>> {
-        let mut listeners = listeners.into_iter();
-        while let Some((index, listener)) = listeners.next() {
+        for (index, listener) in listeners {
             match process::fork()? {
-                // The remaining listeners are dropped (closed) with the iterator.
+                // The remaining listeners are dropped (closed) with the iterator on return.
                 Fork::Child => return Ok(Some((index, listener))),
                 Fork::Parent(pid) => {
                     self.children.insert(pid, index);
