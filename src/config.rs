@@ -84,7 +84,8 @@ pub struct Args {
     pub stats_interval: f64,
 
     /// Worker threads or processes for the multi-threaded and multi-process models
-    /// (default: one per available core).
+    /// (default: one per available core; `reactor-offload`: one fewer, leaving the reactor a
+    /// core).
     #[arg(long)]
     pub workers: Option<usize>,
 

@@ -159,12 +159,13 @@ impl Offload {
     /// request and whatever follows, until the socket would block) and sends it back.
     pub fn spawn(
         settings: &Settings,
+        workers: usize,
         stats: &Arc<Stats>,
         control: &Arc<Control>,
     ) -> io::Result<Offload> {
         let (limits, stats, control) = (settings.limits, Arc::clone(stats), Arc::clone(control));
         let pool = PoolBuilder::new()
-            .workers(settings.workers)
+            .workers(workers)
             .pin(settings.pin)
             .capacity(settings.args.ring_capacity)
             .spawn(move |job: OffloadJob, _worker: &pool::WorkerContext| {
@@ -326,7 +327,9 @@ impl<'a> EventLoop<'a> {
             while let Some(handoff) = inbox.try_pop() {
                 match handoff {
                     Handoff::Accepted(stream) => self.register(stream),
-                    Handoff::Returned { key, conn, status } => self.welcome_back(key, *conn, status),
+                    Handoff::Returned { key, conn, status } => {
+                        self.welcome_back(key, *conn, status)
+                    }
                 }
             }
         }
@@ -426,7 +429,10 @@ impl<'a> EventLoop<'a> {
                 let conn = entry.conn.take().expect("checked above");
                 let _ = self.epoll.delete(conn.stream());
                 match &mut self.offload {
-                    Some(offload) => offload.submit(OffloadJob { key, conn: Box::new(conn) }),
+                    Some(offload) => offload.submit(OffloadJob {
+                        key,
+                        conn: Box::new(conn),
+                    }),
                     None => self.close(key),
                 }
             }

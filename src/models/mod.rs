@@ -66,7 +66,13 @@ fn event_loop_with_offload(settings: &Settings, signals: Signals) -> io::Result<
     // The ring back from the workers must hold every connection that can be away at once,
     // so a worker never has to wait to return one.
     let control = Control::new(settings.args.max_conns.max(settings.args.ring_capacity))?;
-    let offload = event_loop::Offload::spawn(settings, &stats, &control)?;
+    // Leave the reactor a core of its own: cheap requests are answered on it, and a pool as
+    // large as the machine would let costly requests crowd it out (`--workers` overrides).
+    let workers = settings
+        .args
+        .workers
+        .unwrap_or(pool::available_cores().saturating_sub(1).max(1));
+    let offload = event_loop::Offload::spawn(settings, workers, &stats, &control)?;
     let parts = LoopParts {
         listener: Some(listener),
         control,
