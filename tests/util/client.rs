@@ -1,0 +1,309 @@
+//! Client side of the tests: connecting, resetting, byte-exact echo checks, and [`echo_many`],
+//! which verifies thousands of connections from one thread.
+//!
+//! An echo check must never deadlock on its own: a client that writes a large payload before
+//! reading would fill both directions' socket buffers and wait forever on a server that is
+//! (correctly) applying backpressure. So [`echo_exact`] writes on one thread and reads on
+//! another, and [`echo_many`] multiplexes reads and writes with epoll(7), the same way the
+//! server does, using the project's own `reactor` crate on the client side.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use reactor::{Epoll, Events, Interest, Token};
+
+use super::IO_TIMEOUT;
+
+/// A blocking connection with [`IO_TIMEOUT`] on reads and writes, Nagle off.
+pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    set_timeouts(&stream, IO_TIMEOUT)?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Sets both socket timeouts.
+pub fn set_timeouts(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))
+}
+
+/// Closes `stream` with SO_LINGER {1, 0}, so the kernel sends RST instead of FIN (socket(7)):
+/// the client vanishes abruptly, as a crashed peer would.
+pub fn reset(stream: TcpStream) {
+    let stream = reactor::TcpStream::from(OwnedFd::from(stream));
+    stream.set_linger_zero().expect("SO_LINGER");
+    drop(stream);
+}
+
+/// Writes `payload` (from a second thread) while reading its echo here; checks the echo byte
+/// for byte. Does not close the connection.
+pub fn echo_exact(stream: &TcpStream, payload: &[u8]) -> Result<(), String> {
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| (&*stream).write_all(payload));
+        let read = read_expecting(stream, payload);
+        let written = writer.join().expect("writer thread");
+        written.map_err(|e| format!("write failed: {e}"))?;
+        read
+    })
+}
+
+/// Reads exactly `expected.len()` bytes and compares them as they arrive; the error says at
+/// which offset the echo first differed or stopped.
+pub fn read_expecting(stream: &TcpStream, expected: &[u8]) -> Result<(), String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    while got < expected.len() {
+        let want = (expected.len() - got).min(buf.len());
+        match (&*stream).read(&mut buf[..want]) {
+            Ok(0) => return Err(format!("EOF after {got} of {} bytes", expected.len())),
+            Ok(n) => {
+                if let Some(i) = (0..n).find(|&i| buf[i] != expected[got + i]) {
+                    return Err(format!("byte {} of {} differs", got + i, expected.len()));
+                }
+                got += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read after {got} of {} bytes: {e}", expected.len())),
+        }
+    }
+    Ok(())
+}
+
+/// Reads until EOF (each read bounded by the socket's timeout).
+pub fn read_to_eof(stream: &TcpStream) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    (&*stream).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Expects end-of-file (the server closed) within `within`, with no data before it. An RST
+/// (`ECONNRESET`) also counts as closed.
+pub fn expect_closed(stream: &TcpStream, within: Duration) -> Result<(), String> {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 256];
+    let result = match (&*stream).read(&mut buf) {
+        Ok(0) => Ok(()),
+        Ok(n) => Err(format!(
+            "expected EOF, got {n} bytes: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(()),
+        Err(e) if is_timeout(&e) => Err(format!("still open after {within:?}")),
+        Err(e) => Err(format!("read: {e}")),
+    };
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    result
+}
+
+/// Expects the connection to stay open and silent for `quiet`.
+pub fn expect_open(stream: &TcpStream, quiet: Duration) -> Result<(), String> {
+    stream.set_read_timeout(Some(quiet)).unwrap();
+    let mut buf = [0u8; 256];
+    let result = match (&*stream).read(&mut buf) {
+        Ok(0) => Err("closed by the server".to_string()),
+        Ok(n) => Err(format!("unexpected {n} bytes")),
+        Err(e) if is_timeout(&e) => Ok(()),
+        Err(e) => Err(format!("read: {e}")),
+    };
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    result
+}
+
+/// True for the errors a socket timeout produces (EAGAIN or ETIMEDOUT).
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// What [`echo_many`] does once a connection's payload is written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// Half-close (`shutdown(SHUT_WR)`) and require EOF right after the last echoed byte.
+    HalfClose,
+    /// Keep the connection open; it is done when its whole echo has arrived.
+    KeepOpen,
+}
+
+/// Sends `payloads[i]` on `streams[i]` and checks every echo byte for byte, all connections
+/// at once, from this one thread, driven by epoll. Gives the streams back (in blocking mode,
+/// with timeouts) so a test can keep them open.
+pub fn echo_many(
+    streams: Vec<TcpStream>,
+    payloads: &[Vec<u8>],
+    finish: Finish,
+    within: Duration,
+) -> Result<Vec<TcpStream>, String> {
+    assert_eq!(streams.len(), payloads.len());
+    let epoll = Epoll::new().expect("epoll_create1");
+    let mut conns = Vec::with_capacity(streams.len());
+    for (i, stream) in streams.into_iter().enumerate() {
+        stream.set_nonblocking(true).expect("O_NONBLOCK");
+        epoll
+            .add(
+                &stream,
+                Token(i as u64),
+                Interest::READABLE.add(Interest::WRITABLE),
+            )
+            .expect("epoll_ctl(ADD)");
+        conns.push(Pending {
+            index: i as u64,
+            stream,
+            written: 0,
+            matched: 0,
+            done: false,
+            writing: true,
+        });
+    }
+    let mut left = conns.len();
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + within;
+    while left > 0 {
+        if Instant::now() > deadline {
+            return Err(describe_stuck(&conns, payloads, within));
+        }
+        epoll
+            .wait(&mut events, Some(Duration::from_millis(500)))
+            .expect("epoll_wait");
+        for event in events.iter() {
+            let i = event.token().0 as usize;
+            let conn = &mut conns[i];
+            if conn.done {
+                continue;
+            }
+            conn.step(&epoll, &payloads[i], finish, &mut buf)
+                .map_err(|e| format!("connection {i} of {}: {e}", payloads.len()))?;
+            if conn.done {
+                let _ = epoll.delete(&conn.stream);
+                left -= 1;
+            }
+        }
+    }
+    Ok(conns
+        .into_iter()
+        .map(|c| {
+            c.stream.set_nonblocking(false).expect("blocking mode");
+            c.stream
+        })
+        .collect())
+}
+
+/// One connection's progress inside [`echo_many`].
+struct Pending {
+    /// Its position in `echo_many`'s vector, which is also its epoll token.
+    index: u64,
+    stream: TcpStream,
+    written: usize,
+    /// Echoed bytes received so far, all equal to the payload's prefix.
+    matched: usize,
+    done: bool,
+    writing: bool,
+}
+
+impl Pending {
+    fn step(
+        &mut self,
+        epoll: &Epoll,
+        payload: &[u8],
+        finish: Finish,
+        buf: &mut [u8],
+    ) -> Result<(), String> {
+        while self.writing && self.written < payload.len() {
+            match (&self.stream).write(&payload[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("write after {} bytes: {e}", self.written)),
+            }
+        }
+        if self.writing && self.written == payload.len() {
+            self.writing = false;
+            if finish == Finish::HalfClose {
+                self.stream
+                    .shutdown(Shutdown::Write)
+                    .map_err(|e| format!("shutdown: {e}"))?;
+            }
+            epoll
+                .modify(&self.stream, Token(self.index), Interest::READABLE)
+                .map_err(|e| format!("epoll_ctl(MOD): {e}"))?;
+        }
+        loop {
+            match (&self.stream).read(buf) {
+                Ok(0) if self.matched == payload.len() && finish == Finish::HalfClose => {
+                    self.done = true;
+                    return Ok(());
+                }
+                Ok(0) => {
+                    return Err(format!(
+                        "EOF after {} of {} echoed bytes",
+                        self.matched,
+                        payload.len()
+                    ))
+                }
+                Ok(n) => {
+                    let expected = &payload[self.matched..];
+                    if n > expected.len() {
+                        return Err(format!("{} bytes more than were sent", n - expected.len()));
+                    }
+                    if let Some(j) = (0..n).find(|&j| buf[j] != expected[j]) {
+                        return Err(format!(
+                            "echo byte {} of {} differs",
+                            self.matched + j,
+                            payload.len()
+                        ));
+                    }
+                    self.matched += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("read after {} echoed bytes: {e}", self.matched)),
+            }
+        }
+        if self.matched == payload.len() && finish == Finish::KeepOpen && !self.writing {
+            self.done = true;
+        }
+        Ok(())
+    }
+}
+
+fn describe_stuck(conns: &[Pending], payloads: &[Vec<u8>], within: Duration) -> String {
+    let stuck: Vec<usize> = (0..conns.len()).filter(|&i| !conns[i].done).collect();
+    let i = stuck[0];
+    format!(
+        "{} of {} connections unfinished after {within:?}; e.g. connection {i}: wrote {} of {}, \
+         got {} echoed bytes",
+        stuck.len(),
+        conns.len(),
+        conns[i].written,
+        payloads[i].len(),
+        conns[i].matched
+    )
+}
+
+/// Connects `n` clients one after another. A refused or timed-out connect is retried for up
+/// to `within` overall: under a connection storm the kernel may drop a SYN when the accept
+/// queue is full, and the retry is what a real client would do.
+pub fn connect_many(
+    addr: SocketAddr,
+    n: usize,
+    within: Duration,
+) -> Result<Vec<TcpStream>, String> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match connect(addr) {
+            Ok(s) => out.push(s),
+            Err(e) if Instant::now() < deadline => {
+                if out.len() % 1000 == 0 {
+                    eprintln!("connect {} of {n}: {e}; retrying", out.len());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(format!("connect {} of {n}: {e}", out.len())),
+        }
+    }
+    Ok(out)
+}
