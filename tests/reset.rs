@@ -1,0 +1,85 @@
+//! Clients that vanish with an RST, in every state of a connection: the server closes that
+//! connection only, leaks no descriptor, and keeps serving everyone else.
+//!
+//! An RST makes the next read(2) or write(2) on the server's socket fail with ECONNRESET, or a
+//! write fail with EPIPE (tcp(7)); a server that treats either as fatal, or forgets to close
+//! the socket on that path, is the bug this file looks for. The client sends RST by closing
+//! with SO_LINGER {1, 0} (socket(7)).
+
+mod util;
+
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use util::client::{echo_exact, reset};
+use util::{for_each_model, seed_for, Rng, Server, Watchdog, MODELS};
+
+#[test]
+fn client_resets_mid_stream_do_not_disturb_other_clients() {
+    let _watchdog = Watchdog::new(
+        "client_resets_mid_stream_do_not_disturb_other_clients",
+        Duration::from_secs(240),
+    );
+    for_each_model(MODELS, 4, |model| {
+        let server = Server::start(model, &[]);
+        let mut rng = Rng::new(seed_for(model));
+        let bystander = server.connect();
+        echo_exact(&bystander, b"before\n").unwrap();
+        let baseline_fds = server.fd_total();
+        for round in 0..6 {
+            // Right after connecting (perhaps before the server even accepted).
+            reset(server.connect());
+            // After a small request, with its echo unread.
+            let s = server.connect();
+            (&s).write_all(b"hello, then gone").unwrap();
+            reset(s);
+            // With the server blocked on a full socket: the client never reads, so the
+            // server holds pending echo bytes when the RST arrives.
+            let s = server.connect();
+            fill_until_blocked(&s, &rng.bytes(256 * 1024));
+            reset(s);
+            // Halfway through reading the echo.
+            let s = server.connect();
+            let payload = rng.bytes(300_000);
+            (&s).write_all(&payload[..100_000]).unwrap();
+            let mut buf = vec![0u8; 50_000];
+            (&s).read_exact(&mut buf).unwrap();
+            assert!(
+                buf[..] == payload[..50_000],
+                "round {round}: partial echo differs"
+            );
+            reset(s);
+            echo_exact(&bystander, format!("round {round}\n").as_bytes())
+                .unwrap_or_else(|e| panic!("bystander after round {round}: {e}"));
+        }
+        let newcomer = server.connect();
+        echo_exact(&newcomer, &rng.bytes(500_000)).expect("a new client after the resets");
+        drop(newcomer);
+        // The newcomer's close and every reset connection must be gone from the server.
+        let fds = server.wait_fds(baseline_fds, 2, Duration::from_secs(10));
+        assert!(
+            fds.abs_diff(baseline_fds) <= 2,
+            "descriptors: {fds} now, {baseline_fds} before the resets"
+        );
+        drop(bystander);
+        server.terminate(Duration::from_secs(20)).assert_clean();
+    });
+}
+
+/// Writes without reading until the socket stops taking bytes for a moment.
+fn fill_until_blocked(stream: &std::net::TcpStream, chunk: &[u8]) {
+    stream.set_nonblocking(true).unwrap();
+    let mut stalls = 0;
+    let mut total = 0usize;
+    while stalls < 5 && total < 64 << 20 {
+        match (&*stream).write(chunk) {
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stalls += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("write while filling: {e}"),
+        }
+    }
+    stream.set_nonblocking(false).unwrap();
+}
