@@ -1,0 +1,158 @@
+//! Slow reader, every model: a client sends well over 4 MiB without reading any echo. The server must
+//! stop reading from it (backpressure) instead of buffering the echo in its own memory, and
+//! once the client reads, every byte must arrive.
+//!
+//! The contract: a connection that does not read holds at most `--high-water` bytes of echo
+//! plus one 64 KiB read chunk of server memory; the rest stays in the kernel's socket buffers,
+//! where TCP flow control (RFC 9293, 3.8.6) pushes back on the sender. The client here sets
+//! small socket buffers before connecting ([`util::sys::connect_with_buffers`]) so the kernel
+//! cannot hide much of the backlog on the client side, and the test watches the server's
+//! resident memory (VmRSS, proc_pid_status(5)) the whole time.
+//!
+//! How much is "well over": 4 MiB more than the server's kernel send buffer can ever hold
+//! (`net.ipv4.tcp_wmem` max, 4 MiB by default). Loopback autotunes that buffer to its maximum,
+//! so a plain 4 MiB would vanish into the kernel even for a server that never stops reading,
+//! and the RSS check could not tell a correct server from a broken one.
+//!
+//! A control test runs the same client against `--high-water 1GiB`, a server that buffers
+//! everything, and requires the measurement to catch it: it proves the RSS check can fail.
+
+mod util;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use util::client::{echo_exact, read_expecting, set_timeouts};
+use util::sys::connect_with_buffers;
+use util::{for_each_model, seed_for, Rng, Server, Watchdog, IO_TIMEOUT, MODELS};
+
+/// What the slow client sends: 4 MiB more than the server's send buffer can absorb.
+fn total() -> usize {
+    let wmem_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse::<usize>().ok())
+        .unwrap_or(4 << 20);
+    (4 << 20) + wmem_max.min(60 << 20)
+}
+
+/// Most server RSS growth allowed while the client does not read: the contract's 64 KiB of
+/// pending echo plus a 64 KiB read, with room for allocator slack, a connection thread's
+/// stack and scratch buffers (thread-per-conn), and page-granular RSS accounting.
+const RSS_BOUND: u64 = 2 << 20;
+
+#[test]
+fn slow_reader_is_backpressured_and_gets_every_byte() {
+    let _watchdog = Watchdog::new(
+        "slow_reader_is_backpressured_and_gets_every_byte",
+        Duration::from_secs(240),
+    );
+    for_each_model(MODELS, 2, |model| {
+        let server = Server::start(model, &[]);
+        let seen = slow_reader(&server, seed_for(model));
+        eprintln!(
+            "[{model}] slow reader: RSS grew {} KiB, {} KiB sent before the client stalled",
+            seen.growth >> 10,
+            seen.sent_at_stall >> 10
+        );
+        assert!(
+            seen.growth <= RSS_BOUND,
+            "server RSS grew {} KiB while a client did not read (bound {} KiB)",
+            seen.growth >> 10,
+            RSS_BOUND >> 10
+        );
+        server.terminate(Duration::from_secs(20)).assert_clean();
+    });
+}
+
+#[test]
+fn control_unbounded_buffering_is_caught_by_the_rss_check() {
+    let _watchdog = Watchdog::new(
+        "control_unbounded_buffering_is_caught_by_the_rss_check",
+        Duration::from_secs(120),
+    );
+    let server = Server::start("event-loop", &["--high-water", "1073741824"]);
+    let seen = slow_reader(&server, 42);
+    eprintln!("control: RSS grew {} KiB", seen.growth >> 10);
+    assert!(
+        seen.growth > RSS_BOUND,
+        "a server that buffers without bound grew only {} KiB: the RSS check could not fail",
+        seen.growth >> 10
+    );
+    server.terminate(Duration::from_secs(20)).assert_clean();
+}
+
+/// What [`slow_reader`] observed.
+struct Seen {
+    /// Largest RSS growth of any server process over the largest baseline RSS.
+    growth: u64,
+    /// Bytes the client had written when its writes stopped making progress.
+    sent_at_stall: usize,
+}
+
+/// Sends [`total`] bytes without reading until the writer stalls, sampling server RSS; then
+/// reads and verifies the whole echo.
+fn slow_reader(server: &Server, seed: u64) -> Seen {
+    let mut rng = Rng::new(seed);
+    // Warm up: threads, scratch buffers and allocator arenas exist before the baseline.
+    let warm = server.connect();
+    echo_exact(&warm, &rng.bytes(256 * 1024)).unwrap();
+    drop(warm);
+    std::thread::sleep(Duration::from_millis(200));
+    let baseline = server.rss_each().iter().map(|&(_, rss)| rss).max().unwrap();
+
+    let payload = rng.bytes(total());
+    let stream = connect_with_buffers(server.addr(), 16 * 1024, 16 * 1024).expect("connect");
+    set_timeouts(&stream, IO_TIMEOUT).unwrap();
+    let sent = AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for chunk in payload.chunks(16 * 1024) {
+                if let Err(e) = (&stream).write_all(chunk) {
+                    done.store(true, Ordering::Release);
+                    return Err(e);
+                }
+                sent.fetch_add(chunk.len(), Ordering::Release);
+            }
+            done.store(true, Ordering::Release);
+            Ok(())
+        });
+        let mut growth = 0;
+        let (mut last, mut since) = (0, Instant::now());
+        let start = Instant::now();
+        // Watch until the writer has made no progress for a second (or finished): by then the
+        // server has taken all it is going to take.
+        while since.elapsed() < Duration::from_secs(1)
+            && !done.load(Ordering::Acquire)
+            && start.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = sent.load(Ordering::Acquire);
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+            let top = server
+                .rss_each()
+                .iter()
+                .map(|&(_, rss)| rss)
+                .max()
+                .unwrap_or(0);
+            growth = growth.max(top.saturating_sub(baseline));
+        }
+        let top = server
+            .rss_each()
+            .iter()
+            .map(|&(_, rss)| rss)
+            .max()
+            .unwrap_or(0);
+        growth = growth.max(top.saturating_sub(baseline));
+        let sent_at_stall = sent.load(Ordering::Acquire);
+        read_expecting(&stream, &payload).unwrap_or_else(|e| panic!("reading the echo late: {e}"));
+        writer.join().unwrap().expect("writer");
+        Seen {
+            growth,
+            sent_at_stall,
+        }
+    })
+}
