@@ -148,7 +148,7 @@ mod tests {
         assert_eq!(compact(1_234_567.0), "1.23M");
         assert_eq!(compact(45_678.0), "45.7k");
         assert_eq!(compact(123.4), "123");
-        assert_eq!(compact(3.14159), "3.14");
+        assert_eq!(compact(4.5678), "4.57");
         assert_eq!(compact(0.0), "0");
     }
 

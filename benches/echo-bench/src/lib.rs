@@ -19,7 +19,9 @@
 //! - [`procfs`]: CPU time and memory of a server's process tree.
 //! - [`report`]: a run's figures and errors, as a table or JSON.
 //! - [`json`]: the small JSON writer behind `--json` and `results.json`.
-//! - [`lab`]: the lab: scenarios x models, interleaved and repeated; `results.md`.
+//! - [`lab`]: the lab: scenarios x models, interleaved and repeated.
+//! - [`scenario`]: the lab's scenarios and their generator settings.
+//! - [`results`]: medians and ranges; `results.json`, `results.md`, the charts.
 //! - [`server`]: starting and stopping a server under test.
 //! - [`chart`]: SVG charts with `plotters`.
 
@@ -35,6 +37,8 @@ pub mod lab;
 pub mod load;
 pub mod procfs;
 pub mod report;
+pub mod results;
+pub mod scenario;
 pub mod server;
 
 pub mod verify;

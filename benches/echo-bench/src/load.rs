@@ -2,8 +2,8 @@
 //!
 //! A run has four phases on one shared timeline:
 //!
-//! 1. **set-up**: each worker thread connects its share of the connections (and of the idle
-//!    ones, which echo one message each), a bounded number of handshakes at a time;
+//! 1. **set-up**: each worker thread connects its share of the connections (active and idle),
+//!    a bounded number of handshakes at a time, and each connection echoes one message;
 //! 2. **warm-up**: load flows but nothing is recorded (caches, page faults, lazy allocations);
 //! 3. **measure**: every echo completed in this window is counted and its latency recorded,
 //!    and the server's CPU time is sampled at both ends of it;

@@ -15,10 +15,17 @@
 //! Descendants come from `/proc/PID/task/TID/children` when the kernel has it
 //! (`CONFIG_PROC_CHILDREN`), else from a scan of every `/proc/PID/stat` for its parent (field 4).
 //!
-//! Times in `/proc` are in clock ticks of `USER_HZ`, which the kernel fixes at 100 per second in
-//! its user-space ABI on every architecture (`sysconf(_SC_CLK_TCK)` reports it; this crate has no
-//! libc to ask). A tick is 10 ms, so a window must last a good fraction of a second for the
-//! figure to be precise; the lab's runs last seconds.
+//! Times in `/proc/PID/stat` are in clock ticks of `USER_HZ`, which the kernel fixes at 100 per
+//! second in its user-space ABI on every architecture (`sysconf(_SC_CLK_TCK)` reports it; this
+//! crate has no libc to ask). A tick is 10 ms and the kernel truncates each process's time to
+//! whole ticks, which is ruinous for `process-per-conn`: 64 children that each ran 3 ms show
+//! 0 ticks between them. So for the live threads we read `/proc/PID/task/TID/schedstat` instead,
+//! whose first field is the thread's time on the CPU in nanoseconds (sched-stats.rst), and take
+//! per process the larger of that sum and `utime + stime` (which alone includes threads that
+//! have already exited). For a single-threaded process (a `process-per-conn` child, a `prefork`
+//! worker) that is exact. For a multi-threaded one it is within one tick of the truth: when a
+//! thread exits its nanoseconds leave the live sum, but the tick count still holds them, less at
+//! most one truncated tick. Deltas are taken with saturating subtraction for that reason.
 //!
 //! Memory is the resident set (`VmRSS` in `/proc/PID/status`), summed over the tree. For forked
 //! servers that sum counts pages shared copy-on-write once per process, so it overstates their
@@ -33,11 +40,14 @@ use std::time::Duration;
 /// Clock ticks per second in `/proc/PID/stat` (USER_HZ, fixed by the kernel ABI).
 pub const USER_HZ: u64 = 100;
 
+/// Nanoseconds in one clock tick.
+const TICK_NANOS: u64 = 1_000_000_000 / USER_HZ;
+
 /// CPU time and process count of a process tree at one instant.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct TreeCpu {
-    /// Total CPU time (user + system, live processes and reaped children) in ticks.
-    pub ticks: u64,
+    /// Total CPU time (user + system, live processes and reaped children) in nanoseconds.
+    pub nanos: u64,
     /// Processes in the tree, the root included.
     pub processes: usize,
 }
@@ -45,7 +55,7 @@ pub struct TreeCpu {
 impl TreeCpu {
     /// CPU time in microseconds.
     pub fn micros(&self) -> u64 {
-        self.ticks * (1_000_000 / USER_HZ)
+        self.nanos / 1_000
     }
 }
 
@@ -69,7 +79,7 @@ pub fn tree_cpu(pid: u32) -> io::Result<TreeCpu> {
         let Ok(stat) = Stat::read(member) else {
             continue;
         };
-        total.ticks += stat.utime + stat.stime + stat.cutime + stat.cstime;
+        total.nanos += process_nanos(member, &stat) + (stat.cutime + stat.cstime) * TICK_NANOS;
         total.processes += 1;
     }
     if total.processes == 0 {
@@ -99,10 +109,9 @@ pub fn tree_memory(pid: u32) -> io::Result<TreeMemory> {
 
 /// CPU time used so far by this process (all its threads).
 pub fn self_cpu() -> io::Result<Duration> {
-    let stat = Stat::read_path("/proc/self/stat")?;
-    Ok(Duration::from_micros(
-        (stat.utime + stat.stime) * (1_000_000 / USER_HZ),
-    ))
+    let pid = std::process::id();
+    let stat = Stat::read(pid)?;
+    Ok(Duration::from_nanos(process_nanos(pid, &stat)))
 }
 
 /// Whether `/proc/PID` exists (the process has not been reaped).
@@ -147,6 +156,27 @@ impl Stat {
             cstime: field(17)?,
         })
     }
+}
+
+/// CPU time of one process, without its reaped children: the larger of its tick count (all
+/// threads, dead ones included, truncated to ticks) and its live threads' nanosecond counts.
+fn process_nanos(pid: u32, stat: &Stat) -> u64 {
+    let ticks = (stat.utime + stat.stime) * TICK_NANOS;
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return ticks;
+    };
+    let mut threads = 0;
+    for task in tasks.flatten() {
+        let Ok(text) = fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        threads += text
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    ticks.max(threads)
 }
 
 /// `pid` followed by all its live descendants.
@@ -256,7 +286,7 @@ mod tests {
         let memory = tree_memory(pid).unwrap();
         child.wait().unwrap();
         assert!(cpu.processes >= 2, "{cpu:?}");
-        assert!(cpu.ticks > 0, "{cpu:?}");
+        assert!(cpu.nanos > 0, "{cpu:?}");
         assert!(memory.rss > 0 && memory.processes >= 2, "{memory:?}");
         assert!(self_cpu().is_ok());
     }

@@ -202,7 +202,7 @@ impl RunReport {
         report.greedy_latency = greedy.summary();
         let per_msg = |us: f64| us / report.messages as f64;
         if let Some((start, end)) = samples.client_cpu {
-            report.client_cpu_us_per_msg = per_msg((end - start).as_secs_f64() * 1e6);
+            report.client_cpu_us_per_msg = per_msg(end.saturating_sub(start).as_secs_f64() * 1e6);
         }
         if let (Some(pid), Some(before)) = (cfg.server_pid, mem_before) {
             let conns = (report.established + report.idle_established) as f64;

@@ -111,7 +111,7 @@ impl<'a> Worker<'a> {
         })
     }
 
-    /// Connects this worker's active and idle connections; idle ones echo one message.
+    /// Connects this worker's active and idle connections, each echoing one message.
     fn setup(&mut self, deadline: Instant) {
         let (threads, conns) = (self.cfg.threads, self.cfg.conns);
         let mut to_open: VecDeque<(usize, Role)> = (self.worker_idx..conns + self.cfg.idle)
@@ -259,14 +259,12 @@ impl<'a> Worker<'a> {
         let conn = &mut self.conns[idx];
         let outcome = match conn.state {
             State::Dead => return,
+            // Every connection proves itself with one echo before the clock starts: the server
+            // has then really accepted it (a completed handshake only means the kernel queued
+            // it) and built whatever it keeps per connection (a thread, a child process).
             State::Connecting => conn.finish_connect(epoll, token).and_then(|()| {
-                if conn.role == Role::Idle {
-                    conn.enqueue(fmt, false, Instant::now());
-                    conn.flush(epoll, token)?;
-                } else {
-                    conn.ready = true;
-                }
-                Ok(())
+                conn.enqueue(fmt, false, Instant::now());
+                conn.flush(epoll, token)
             }),
             State::Open => {
                 let mut echoed = false;
