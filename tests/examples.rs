@@ -96,8 +96,10 @@ fn example(name: &str) -> PathBuf {
     let mut build = Command::new(env!("CARGO"));
     build.args(["build", "--quiet", "--example", name, "--target-dir"]);
     build.arg(profile_dir.parent().unwrap());
-    if profile_dir.ends_with("release") {
-        build.arg("--release");
+    // `<target>/debug` is the dev profile; any other directory is named after its profile.
+    let profile = profile_dir.file_name().and_then(|name| name.to_str());
+    if let Some(profile) = profile.filter(|&name| name != "debug") {
+        build.args(["--profile", profile]);
     }
     let status = build
         .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -22,8 +22,11 @@
 pub mod line_parser;
 pub mod ring_ops;
 
+/// A target's check: returns if the input shows nothing wrong, panics otherwise.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets, by name: the directory names under `seeds/` and `fuzz_targets/`.
-pub const TARGETS: [(&str, fn(&[u8])); 2] = [
+pub const TARGETS: [(&str, Check); 2] = [
     ("line_parser", line_parser::check),
     ("ring_ops", ring_ops::check),
 ];

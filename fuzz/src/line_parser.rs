@@ -192,7 +192,7 @@ fn wants_stop(stop_at: StopAt, seen: &Seen, index: usize) -> bool {
         StopAt::Never => false,
         StopAt::Work => matches!(seen, Seen::Work { .. }),
         StopAt::Every => true,
-        StopAt::EveryOther => index % 2 == 0,
+        StopAt::EveryOther => index.is_multiple_of(2),
     }
 }
 
@@ -200,7 +200,11 @@ fn wants_stop(stop_at: StopAt, seen: &Seen, index: usize) -> bool {
 /// consumed, all of the input unless the callback stopped it, and then exactly up to the
 /// `\n` of the request that said stop.
 fn check_consumed(input: &[u8], used: usize, calls: usize, stopped: bool) {
-    assert!(used <= input.len(), "feed consumed {used} of {} bytes", input.len());
+    assert!(
+        used <= input.len(),
+        "feed consumed {used} of {} bytes",
+        input.len()
+    );
     let newlines = input[..used].iter().filter(|&&b| b == b'\n').count();
     assert_eq!(
         calls, newlines,
@@ -212,7 +216,11 @@ fn check_consumed(input: &[u8], used: usize, calls: usize, stopped: bool) {
             "after a stop, feed must have consumed exactly through the line's \\n (used {used})"
         );
     } else {
-        assert_eq!(used, input.len(), "without a stop, feed must consume the whole input");
+        assert_eq!(
+            used,
+            input.len(),
+            "without a stop, feed must consume the whole input"
+        );
     }
 }
 
@@ -252,7 +260,12 @@ fn check_classification(line: &[u8], got: &Seen) {
         }
         Some(_) => Seen::Line(line.to_vec()),
     };
-    assert_eq!(*got, expected, "classify({:?})", String::from_utf8_lossy(line));
+    assert_eq!(
+        *got,
+        expected,
+        "classify({:?})",
+        String::from_utf8_lossy(line)
+    );
 }
 
 fn work_request(line: &[u8], micros: &[u8]) -> Seen {

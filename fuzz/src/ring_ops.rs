@@ -22,10 +22,8 @@
 //!             3 pop until empty
 //! ```
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pool::{Producer, Ring};
 
@@ -72,9 +70,11 @@ impl Drop for Tracked {
     }
 }
 
-/// The drop count of every item made so far (index = id), shared by the items.
+/// The drop count of every item made so far (index = id), shared by the items. A `Mutex`,
+/// not a `RefCell`, only so that `Tracked` is `Send` like any real job: the ring is `Sync`
+/// only for `Send` items.
 #[derive(Clone, Debug, Default)]
-struct DropLog(Rc<RefCell<Drops>>);
+struct DropLog(Arc<Mutex<Drops>>);
 
 #[derive(Debug, Default)]
 struct Drops {
@@ -86,7 +86,7 @@ struct Drops {
 
 impl DropLog {
     fn make(&self) -> Tracked {
-        let mut drops = self.0.borrow_mut();
+        let mut drops = self.0.lock().unwrap();
         drops.counts.push(0);
         drops.live += 1;
         Tracked {
@@ -96,7 +96,7 @@ impl DropLog {
     }
 
     fn record(&self, id: u64) {
-        let mut drops = self.0.borrow_mut();
+        let mut drops = self.0.lock().unwrap();
         drops.counts[id as usize] += 1;
         assert_eq!(drops.counts[id as usize], 1, "item {id} dropped twice");
         drops.live -= 1;
@@ -104,13 +104,13 @@ impl DropLog {
 
     /// Items alive: made but not yet dropped.
     fn live(&self) -> usize {
-        self.0.borrow().live
+        self.0.lock().unwrap().live
     }
 
     /// Once the ring is gone, every item ever made has been dropped exactly once; `queued`
     /// (the items the ring held when it was dropped) included.
     fn assert_all_dropped_once(&self, queued: &[u64]) {
-        let drops = self.0.borrow();
+        let drops = self.0.lock().unwrap();
         for (id, &count) in drops.counts.iter().enumerate() {
             assert_eq!(
                 count,
@@ -142,7 +142,11 @@ impl<'a> Harness<'a> {
         };
         // `Ring::new` documents the rounding: up to a power of two, and at least 2.
         let capacity = requested.max(2).next_power_of_two();
-        assert_eq!(ring.capacity(), capacity, "capacity for {requested} requested");
+        assert_eq!(
+            ring.capacity(),
+            capacity,
+            "capacity for {requested} requested"
+        );
         Harness {
             ring,
             producer,
@@ -161,11 +165,18 @@ impl<'a> Harness<'a> {
         };
         match result {
             Ok(()) => {
-                assert!(self.model.len() < self.capacity, "push into a full ring succeeded");
+                assert!(
+                    self.model.len() < self.capacity,
+                    "push into a full ring succeeded"
+                );
                 self.model.push_back(id);
             }
             Err(back) => {
-                assert_eq!(self.model.len(), self.capacity, "push refused with room left");
+                assert_eq!(
+                    self.model.len(),
+                    self.capacity,
+                    "push refused with room left"
+                );
                 assert_eq!(back.id, id, "a refused push must return the same item");
             }
         }
@@ -182,7 +193,11 @@ impl<'a> Harness<'a> {
         assert_eq!(self.ring.len(), self.model.len(), "len()");
         assert_eq!(self.ring.is_empty(), self.model.is_empty(), "is_empty()");
         // Every item not in the ring has been dropped: nothing leaked, nothing lost.
-        assert_eq!(self.drops.live(), self.model.len(), "live items vs queued items");
+        assert_eq!(
+            self.drops.live(),
+            self.model.len(),
+            "live items vs queued items"
+        );
     }
 }
 
