@@ -24,6 +24,19 @@
 //! (x86_64 lets a load pass an earlier store to another address), and a consumer would sleep
 //! on a non-empty ring. `tests/loom.rs` model-checks this handshake.
 //!
+//! **Pass the wakeup on.** Vyukov's pop reports "empty" when the head slot is claimed by a
+//! producer that has not yet published it, even if later slots hold items (see `ring.rs`). A
+//! consumer woken by the push of a *later* slot may therefore find nothing and go back to
+//! sleep: that push's wakeup is spent, and when the head slot is published its single wakeup
+//! lets one consumer take one item, while the later item waits with a consumer asleep. Loom
+//! found exactly this deadlock in an earlier version of this file (the model
+//! `two_consumers_two_pushes_all_wake`: two producers, two consumers, one item left behind).
+//! The fix keeps the fast paths untouched: a consumer that took an item *after parking* looks
+//! once more (fence, `sleepers`, ring length) and, if items remain and someone sleeps, wakes
+//! one. Each wakeup that finds an item is thus passed along until the items or the sleepers
+//! run out. (crossbeam-channel instead makes the woken receiver spin until the pending slot
+//! is published; that spin is unbounded when the producer is preempted.)
+//!
 //! **Exactly one wakeup per push, and only when needed.** The producer decrements `sleepers`
 //! itself (under the mutex) and leaves a permit, so the woken consumer stops counting as
 //! asleep at once: a second push before it runs will not wake it again, and wakes another
@@ -124,9 +137,13 @@ impl<T> BlockingRing<T> {
     /// Like [`pop`](BlockingRing::pop), calling `on_parked(time asleep)` after each park, so
     /// a worker can account for its idle time.
     pub fn pop_with(&self, mut on_parked: impl FnMut(Duration)) -> Option<T> {
+        let mut parked = false;
         loop {
             for _ in 0..=self.spin_limit {
                 if let Some(value) = self.ring.try_pop() {
+                    if parked {
+                        self.pass_on_wakeup();
+                    }
                     return Some(value);
                 }
                 if self.closed.load(Acquire) {
@@ -139,7 +156,9 @@ impl<T> BlockingRing<T> {
             let asleep = Instant::now();
             let found = self.park();
             on_parked(asleep.elapsed());
+            parked = true;
             if let Some(value) = found {
+                self.pass_on_wakeup();
                 return Some(value);
             }
         }
@@ -214,6 +233,22 @@ impl<T> BlockingRing<T> {
         if self.sleepers.load(Relaxed) == 0 {
             return;
         }
+        self.wake_sleeper();
+    }
+
+    /// After a consumer that parked has taken an item: if more items wait and another consumer
+    /// sleeps, wake it (see "Pass the wakeup on" in the module documentation).
+    fn pass_on_wakeup(&self) {
+        // Dekker again, now between this consumer's pop and a consumer parking concurrently:
+        // either we see its `sleepers` increment, or its re-check sees the ring as we left it.
+        fence(SeqCst);
+        if self.sleepers.load(Relaxed) > 0 && !self.ring.is_empty() {
+            self.wake_sleeper();
+        }
+    }
+
+    /// Hands one sleeping consumer a permit and wakes it, if one still sleeps.
+    fn wake_sleeper(&self) {
         let mut permits = sync::lock(&self.park);
         // Under the mutex `sleepers` is exact: another producer may have woken the last
         // sleeper between our first look and now.

@@ -30,11 +30,19 @@ use std::ops::{Deref, DerefMut};
 /// assert!(std::mem::align_of_val(&padded) >= 64);
 /// ```
 #[cfg_attr(
-    any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64"),
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "powerpc64"
+    ),
     repr(align(128))
 )]
 #[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "powerpc64")),
+    not(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "powerpc64"
+    )),
     repr(align(64))
 )]
 #[derive(Default)]

@@ -299,7 +299,9 @@ impl<T> fmt::Debug for Ring<T> {
 
 impl<T> fmt::Debug for Producer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Producer").field("ring", &self.ring).finish()
+        f.debug_struct("Producer")
+            .field("ring", &self.ring)
+            .finish()
     }
 }
 
@@ -347,7 +349,9 @@ impl<T> Slot<T> {
         // value happened-before this read and the value is initialized; winning the CAS on
         // `head` for `pos` makes us its only reader. The producer of the next lap cannot write
         // until we store `seq` below.
-        let value = self.value.with(|cell| unsafe { (*cell).assume_init_read() });
+        let value = self
+            .value
+            .with(|cell| unsafe { (*cell).assume_init_read() });
         // Release: our read above happens-before the next lap's producer overwrites the value.
         self.seq.store(pos.wrapping_add(capacity), Release);
         value

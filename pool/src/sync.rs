@@ -45,7 +45,9 @@ pub(crate) fn spin_loop() {
 /// The data behind our mutexes is a plain count that no code path can leave half-updated (no
 /// code panics while holding the lock), so a poisoned lock still guards a consistent value.
 pub(crate) fn lock<S>(mutex: &Mutex<S>) -> MutexGuard<'_, S> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Blocks on `condvar`, ignoring poisoning for the same reason as [`lock`].

@@ -22,7 +22,11 @@ fn push_without_sleepers_makes_no_wakeup() {
         ring.push(i).unwrap();
     }
     assert!(matches!(ring.push(8), Err(PushError::Full(8))));
-    assert_eq!(ring.wakeups(), 0, "nobody was parked: no notify may be issued");
+    assert_eq!(
+        ring.wakeups(),
+        0,
+        "nobody was parked: no notify may be issued"
+    );
     for i in 0..8 {
         assert_eq!(ring.pop(), Some(i));
     }
@@ -146,6 +150,9 @@ fn mpmc_with_parking_loses_nothing() {
         for (item, count) in seen.iter().enumerate() {
             assert_eq!(count.load(Relaxed), 1, "item {item}");
         }
-        assert!(ring.wakeups() > 0, "consumers parked at spin limit 0, someone woke them");
+        assert!(
+            ring.wakeups() > 0,
+            "consumers parked at spin limit 0, someone woke them"
+        );
     });
 }

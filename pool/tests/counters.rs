@@ -55,7 +55,10 @@ fn mutex_counter_is_exact() {
 fn racy_counter_never_over_counts() {
     let observed = hammer(&RacyCounter::new());
     assert!(observed <= EXPECTED, "{observed} > {EXPECTED}");
-    assert!(observed >= INCREMENTS, "at least one thread's own increments survive");
+    assert!(
+        observed >= INCREMENTS,
+        "at least one thread's own increments survive"
+    );
 }
 
 #[test]

@@ -21,6 +21,18 @@ use loom::thread;
 
 use pool::{BlockingRing, Ring};
 
+/// Runs `body` under loom with at most three preemptions per execution, unless
+/// `LOOM_MAX_PREEMPTIONS` says otherwise. Bounding preemptions (as tokio's CI does with 2)
+/// keeps the four-thread models to seconds; almost every known concurrency bug needs no more
+/// than two or three (Musuvathi and Qadeer, "Iterative context bounding", PLDI 2007).
+fn model(body: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(body);
+}
+
 /// Pops until an item arrives, yielding to loom's scheduler between attempts.
 fn pop_spinning<T>(ring: &Ring<T>) -> T {
     loop {
@@ -35,7 +47,7 @@ fn pop_spinning<T>(ring: &Ring<T>) -> T {
 /// once, and the consumer reads each value only after its producer published it.
 #[test]
 fn two_producers_one_consumer_capacity_two() {
-    loom::model(|| {
+    model(|| {
         let ring = Arc::new(Ring::new(2));
         let producers: Vec<_> = [1, 2]
             .into_iter()
@@ -69,7 +81,7 @@ fn two_producers_one_consumer_capacity_two() {
 /// next lap's producer) are checked, across the wrap.
 #[test]
 fn lap_wrap_capacity_two() {
-    loom::model(|| {
+    model(|| {
         let ring = Arc::new(Ring::new(2));
         // Start one position in, so the concurrent part wraps from slot 1 to slot 0 to slot 1.
         ring.try_push(0).unwrap();
@@ -97,7 +109,7 @@ fn lap_wrap_capacity_two() {
 /// which loom reports as a deadlock.
 #[test]
 fn park_unpark_has_no_lost_wakeup() {
-    loom::model(|| {
+    model(|| {
         let ring = Arc::new(BlockingRing::with_spin_limit(2, 0));
         let consumer = {
             let ring = Arc::clone(&ring);
@@ -112,7 +124,7 @@ fn park_unpark_has_no_lost_wakeup() {
 /// by) a distinct consumer, so both consumers return.
 #[test]
 fn two_consumers_two_pushes_all_wake() {
-    loom::model(|| {
+    model(|| {
         let ring = Arc::new(BlockingRing::with_spin_limit(2, 0));
         let consumers: Vec<_> = (0..2)
             .map(|_| {
@@ -139,7 +151,7 @@ fn two_consumers_two_pushes_all_wake() {
 /// is released with `None`, never left asleep.
 #[test]
 fn close_drains_then_releases_consumer() {
-    loom::model(|| {
+    model(|| {
         let ring = Arc::new(BlockingRing::with_spin_limit(2, 0));
         let consumer = {
             let ring = Arc::clone(&ring);

@@ -73,7 +73,11 @@ fn workers_are_named_and_pinned_by_index() {
             if !initial_cores.is_empty() {
                 let expected = initial_cores[index % initial_cores.len()].id;
                 let ids: Vec<usize> = mask.iter().map(|c| c.id).collect();
-                assert_eq!(ids, [expected], "worker {index} should be pinned to one core");
+                assert_eq!(
+                    ids,
+                    [expected],
+                    "worker {index} should be pinned to one core"
+                );
             }
         }
     });
@@ -106,7 +110,7 @@ fn panicking_job_is_counted_and_worker_lives_on() {
             .workers(1)
             .pin(false)
             .spawn(move |n: u32, _: &WorkerContext| {
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     panic!("job {n} fails on purpose");
                 }
                 counter.fetch_add(1, Relaxed);
@@ -120,7 +124,11 @@ fn panicking_job_is_counted_and_worker_lives_on() {
         let stats = pool.stats();
         pool.shutdown();
         assert_eq!(stats.workers[0].panics, 3);
-        assert_eq!(ran.load(Relaxed), 27, "the one worker survived all three panics");
+        assert_eq!(
+            ran.load(Relaxed),
+            27,
+            "the one worker survived all three panics"
+        );
     });
 }
 
@@ -219,7 +227,10 @@ fn idle_workers_park_and_wake_on_submit() {
         assert_eq!(stats.wakeups, 1, "one submit, one parked worker woken");
         let woken = stats.workers.iter().find(|w| w.jobs == 1).unwrap();
         assert!(woken.parks >= 1);
-        assert!(woken.parked_ns >= 20_000_000, "parked for at least the 20 ms we slept");
+        assert!(
+            woken.parked_ns >= 20_000_000,
+            "parked for at least the 20 ms we slept"
+        );
         pool.shutdown();
     });
 }

@@ -176,7 +176,11 @@ fn mpmc_exact_accounting_and_per_producer_fifo() {
         }
     });
     for (item, count) in seen.iter().enumerate() {
-        assert_eq!(count.load(Relaxed), 1, "item {item} popped a wrong number of times");
+        assert_eq!(
+            count.load(Relaxed),
+            1,
+            "item {item} popped a wrong number of times"
+        );
     }
     assert_eq!(ring.try_pop(), None);
 }
@@ -204,7 +208,11 @@ fn drops_every_item_exactly_once() {
     let queued = ring.len();
     assert_eq!(drops.load(Relaxed), PUSHED - queued);
     drop(ring);
-    assert_eq!(drops.load(Relaxed), PUSHED, "leftovers must be dropped with the ring");
+    assert_eq!(
+        drops.load(Relaxed),
+        PUSHED,
+        "leftovers must be dropped with the ring"
+    );
 }
 
 #[test]

@@ -67,7 +67,10 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
 pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + limit;
     while !condition() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         thread::sleep(Duration::from_millis(1));
     }
 }
