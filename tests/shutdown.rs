@@ -1,0 +1,367 @@
+//! SIGTERM and SIGINT: stop accepting, let every connection receive what the server owes it,
+//! exit 0; a second signal exits at once; `--drain-timeout` bounds the wait.
+//!
+//! The contract: on the first signal the listener is closed and each connection is half-closed
+//! by the server (`shutdown(SHUT_RD)`), so bytes the server has already read are still echoed,
+//! then the server sends FIN. What a client receives is therefore always a byte-exact prefix
+//! of what it sent, and, since the server counts what it read and wrote, exactly what the
+//! server's final stats say it wrote. This is the graceful-shutdown pattern of mini-redis
+//! (`shutdown_complete`) and nginx's `worker_shutdown_timeout`.
+
+mod util;
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use reactor::Signal;
+use util::client::{connect, expect_closed, expect_open, set_timeouts};
+use util::sys::connect_with_buffers;
+use util::{for_each_model, seed_for, Rng, Server, Watchdog, IO_TIMEOUT, MODELS};
+
+/// Prefork children print one final stats line each.
+const WORKERS: &str = "2";
+
+#[test]
+fn sigterm_with_echo_in_flight_delivers_every_echoed_byte() {
+    let _watchdog = Watchdog::new(
+        "sigterm_with_echo_in_flight_delivers_every_echoed_byte",
+        Duration::from_secs(240),
+    );
+    for_each_model(MODELS, 4, |model| {
+        // Each client has handed all its bytes to the kernel but read only a little of the
+        // echo when the signal comes: the server is mid-transfer, the client is done sending.
+        mid_transfer_sigterm(model, 2 << 20, Sending::FinishedBeforeSignal);
+    });
+}
+
+#[test]
+fn sigterm_while_clients_still_send_loses_no_echoed_byte() {
+    let _watchdog = Watchdog::new(
+        "sigterm_while_clients_still_send_loses_no_echoed_byte",
+        Duration::from_secs(240),
+    );
+    for_each_model(MODELS, 4, |model| {
+        // Clients are still writing when the signal comes (then half-close after their last
+        // byte, as `nc -N` does). The server stops echoing, but what it already echoed must
+        // not be destroyed by an RST.
+        mid_transfer_sigterm(model, 8 << 20, Sending::ThroughTheSignal);
+    });
+}
+
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Sending {
+    FinishedBeforeSignal,
+    ThroughTheSignal,
+}
+
+/// Four busy clients (each sends `size` random bytes) and four idle ones; SIGTERM once every
+/// busy client has some echo. Checks: each echo is a byte-exact prefix of what was sent, idle
+/// clients get EOF, exit 0 with the right number of final stats lines, and every byte the
+/// server wrote reached a client.
+fn mid_transfer_sigterm(model: &str, size: usize, sending: Sending) {
+    let server = Server::start(model, &["--workers", WORKERS, "--drain-timeout", "20"]);
+    let mut rng = Rng::new(seed_for(model) ^ size as u64);
+    let payloads: Vec<Vec<u8>> = (0..4).map(|_| rng.bytes(size)).collect();
+    let idle: Vec<_> = (0..4).map(|_| server.connect()).collect();
+    let busy: Vec<_> = (0..4).map(|_| server.connect()).collect();
+    let mark = 64 * 1024;
+    let signalled = AtomicBool::new(false);
+    let received = std::thread::scope(|s| {
+        let (got_some, got_some_rx) = std::sync::mpsc::channel();
+        let (wrote, wrote_rx) = std::sync::mpsc::channel();
+        let mut readers = Vec::new();
+        for (stream, payload) in busy.iter().zip(&payloads) {
+            let wrote = wrote.clone();
+            // After the signal the server may cut the writer off (EPIPE, ECONNRESET).
+            s.spawn(move || {
+                let result = stream_write(stream, payload);
+                let _ = wrote.send(result.is_ok());
+                if result.is_ok() {
+                    let _ = stream.shutdown(std::net::Shutdown::Write);
+                }
+            });
+            let (got_some, signalled) = (got_some.clone(), &signalled);
+            readers.push(s.spawn(move || {
+                let mut got = read_at_least(stream, mark);
+                let _ = got_some.send(());
+                if sending == Sending::FinishedBeforeSignal {
+                    // Hold the rest of the echo back until the signal has been sent.
+                    while !signalled.load(Ordering::Acquire) {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                read_until_end(stream, &mut got);
+                got
+            }));
+        }
+        for _ in 0..busy.len() {
+            got_some_rx
+                .recv_timeout(IO_TIMEOUT)
+                .expect("every busy client gets some echo");
+        }
+        if sending == Sending::FinishedBeforeSignal {
+            for _ in 0..busy.len() {
+                let ok = wrote_rx
+                    .recv_timeout(IO_TIMEOUT)
+                    .expect("the kernel takes the payload");
+                assert!(ok, "a write failed before the signal");
+            }
+        }
+        server.signal(Signal::Terminate);
+        signalled.store(true, Ordering::Release);
+        readers
+            .into_iter()
+            .map(|r| r.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let mut total = 0;
+    for (i, (got, payload)) in received.iter().zip(&payloads).enumerate() {
+        assert!(
+            got.len() >= mark,
+            "busy client {i} got only {} bytes",
+            got.len()
+        );
+        assert!(
+            got[..] == payload[..got.len()],
+            "busy client {i}: the echo is not a prefix of what it sent"
+        );
+        total += got.len() as u64;
+    }
+    for (i, stream) in idle.iter().enumerate() {
+        expect_closed(stream, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("idle client {i}: {e}"));
+    }
+    let exit = server.wait_exit(Duration::from_secs(30));
+    exit.assert_clean();
+    let finals = exit.final_stats().len();
+    let want = if model == "prefork" { 2 } else { 1 };
+    assert_eq!(finals, want, "final stats lines: {:?}", exit.stdout);
+    if model != "process-per-conn" {
+        // Bytes read after the signal are discarded (lingering close), never echoed, so the
+        // server wrote at most what it read; and every byte it wrote must have arrived.
+        let (bytes_in, bytes_out) = (exit.final_sum("bytes_in"), exit.final_sum("bytes_out"));
+        assert!(
+            bytes_out <= bytes_in,
+            "wrote {bytes_out} bytes, read only {bytes_in}"
+        );
+        assert_eq!(
+            total, bytes_out,
+            "bytes the clients received vs bytes the server wrote (read {bytes_in})"
+        );
+    }
+}
+
+#[test]
+fn sigint_with_idle_clients_exits_promptly() {
+    let _watchdog = Watchdog::new(
+        "sigint_with_idle_clients_exits_promptly",
+        Duration::from_secs(120),
+    );
+    for_each_model(MODELS, 4, |model| {
+        // A long drain timeout: the server must exit because every connection finished, not
+        // because the timeout ran out.
+        let server = Server::start(
+            model,
+            &[
+                STUCK_HIGH_WATER[0],
+                STUCK_HIGH_WATER[1],
+                "--drain-timeout",
+                "60",
+            ],
+        );
+        let clients: Vec<_> = (0..50).map(|_| server.connect()).collect();
+        for c in &clients {
+            (&*c).write_all(b"x").unwrap();
+            let mut b = [0u8];
+            (&*c).read_exact(&mut b).unwrap();
+        }
+        server.signal(Signal::Interrupt);
+        for (i, c) in clients.iter().enumerate() {
+            expect_closed(c, Duration::from_secs(10)).unwrap_or_else(|e| panic!("client {i}: {e}"));
+        }
+        let exit = server.wait_exit(Duration::from_secs(10));
+        exit.assert_clean();
+        assert!(
+            exit.elapsed < Duration::from_secs(5),
+            "took {:?} to exit with only idle clients",
+            exit.elapsed
+        );
+    });
+}
+
+#[test]
+fn listener_is_closed_while_draining() {
+    let _watchdog = Watchdog::new(
+        "listener_is_closed_while_draining",
+        Duration::from_secs(120),
+    );
+    for_each_model(MODELS, 4, |model| {
+        let server = Server::start(
+            model,
+            &[
+                STUCK_HIGH_WATER[0],
+                STUCK_HIGH_WATER[1],
+                "--drain-timeout",
+                "30",
+            ],
+        );
+        let stuck = stuck_client(&server, seed_for(model));
+        server.signal(Signal::Terminate);
+        // The stuck client keeps the server draining; meanwhile nobody may be let in.
+        let start = Instant::now();
+        let refused = loop {
+            match connect(server.addr()) {
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => break true,
+                // The listener closed with this connection in its accept queue (RST): it
+                // was not let in either; the next attempt should be refused outright.
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+                Err(e) => panic!("connect while draining: {e}"),
+                Ok(late) => {
+                    // Accepted by a listener that is about to close, or queued: it must not
+                    // be served, only closed.
+                    if let Ok(()) = expect_open(&late, Duration::from_millis(50)) {
+                        if start.elapsed() > Duration::from_secs(5) {
+                            break false;
+                        }
+                    }
+                }
+            }
+        };
+        assert!(refused, "connections were still accepted 5 s after SIGTERM");
+        drop(stuck);
+        server.wait_exit(Duration::from_secs(40)).assert_clean();
+    });
+}
+
+#[test]
+fn second_signal_exits_at_once() {
+    let _watchdog = Watchdog::new("second_signal_exits_at_once", Duration::from_secs(120));
+    for_each_model(MODELS, 4, |model| {
+        let mut server = Server::start(
+            model,
+            &[
+                STUCK_HIGH_WATER[0],
+                STUCK_HIGH_WATER[1],
+                "--drain-timeout",
+                "60",
+            ],
+        );
+        let stuck = stuck_client(&server, seed_for(model));
+        server.signal(Signal::Terminate);
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            server.is_running(),
+            "exited although a client still had echo bytes coming (drain timeout 60 s)"
+        );
+        server.signal(Signal::Terminate);
+        let exit = server.wait_exit(Duration::from_secs(10));
+        assert!(
+            exit.status.success(),
+            "second signal: exit status {:?}; stderr:\n{}",
+            exit.status,
+            exit.stderr_tail
+        );
+        assert!(
+            exit.elapsed < Duration::from_secs(3),
+            "second signal took {:?}",
+            exit.elapsed
+        );
+        drop(stuck);
+    });
+}
+
+#[test]
+fn drain_timeout_bounds_a_stuck_shutdown() {
+    let _watchdog = Watchdog::new(
+        "drain_timeout_bounds_a_stuck_shutdown",
+        Duration::from_secs(120),
+    );
+    for_each_model(MODELS, 4, |model| {
+        let server = Server::start(
+            model,
+            &[
+                STUCK_HIGH_WATER[0],
+                STUCK_HIGH_WATER[1],
+                "--drain-timeout",
+                "1",
+            ],
+        );
+        let stuck = stuck_client(&server, seed_for(model));
+        let exit = server.terminate(Duration::from_secs(15));
+        exit.assert_clean();
+        assert!(
+            exit.elapsed >= Duration::from_millis(900) && exit.elapsed < Duration::from_secs(6),
+            "with --drain-timeout 1 and a client that never reads, exit took {:?}",
+            exit.elapsed
+        );
+        drop(stuck);
+    });
+}
+
+/// `--high-water` for the tests with a [`stuck_client`]: 4 MiB, so that when the server stops
+/// reading from the client it holds megabytes of echo that no kernel buffer will take while the
+/// client does not read. (With the default 64 KiB the server may, by chance, have handed every
+/// byte to the kernel when the signal comes, and legitimately have nothing left to drain.)
+const STUCK_HIGH_WATER: [&str; 2] = ["--high-water", "4194304"];
+
+/// A client that sends far more than it reads, so the server always holds echo bytes for it
+/// and cannot finish draining on its own (with [`STUCK_HIGH_WATER`]).
+fn stuck_client(server: &Server, seed: u64) -> std::net::TcpStream {
+    let stream = connect_with_buffers(server.addr(), 16 * 1024, 16 * 1024).expect("connect");
+    set_timeouts(&stream, IO_TIMEOUT).unwrap();
+    stream.set_nonblocking(true).unwrap();
+    let chunk = Rng::new(seed).bytes(64 * 1024);
+    // Until the writes make no progress for a whole second: by then the kernel buffers on
+    // both sides are full and the server holds the rest of the echo in its own memory.
+    let (mut sent, mut progress) = (0usize, Instant::now());
+    while progress.elapsed() < Duration::from_secs(1) && sent < 64 << 20 {
+        match (&stream).write(&chunk) {
+            Ok(n) => {
+                sent += n;
+                progress = Instant::now();
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("stuck client write: {e}"),
+        }
+    }
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+fn stream_write(stream: &std::net::TcpStream, payload: &[u8]) -> io::Result<()> {
+    for chunk in payload.chunks(16 * 1024) {
+        (&*stream).write_all(chunk)?;
+    }
+    Ok(())
+}
+
+/// Reads until at least `mark` bytes have arrived.
+fn read_at_least(stream: &std::net::TcpStream, mark: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < mark {
+        match (&*stream).read(&mut buf) {
+            Ok(0) => panic!("EOF after {} bytes, before the signal", got.len()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("read after {} bytes: {e}", got.len()),
+        }
+    }
+    got
+}
+
+/// Reads until EOF; a reset after the server's close also ends the stream (what arrived
+/// before it is kept and checked).
+fn read_until_end(stream: &std::net::TcpStream, got: &mut Vec<u8>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match (&*stream).read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("read after {} bytes: {e}", got.len()),
+        }
+    }
+}
