@@ -12,6 +12,7 @@ use std::path::Path;
 
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// One bar: a model's median and the range of its runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,7 +60,11 @@ fn draw(
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(80)
-        .build_cartesian_2d((0..bars.len()).into_segmented(), 0.0..y_max)?;
+        // A segmented range `a..b` has one slot per value of `a..=b`: n bars need `0..n-1`.
+        .build_cartesian_2d(
+            (0..bars.len().saturating_sub(1)).into_segmented(),
+            0.0..y_max,
+        )?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -110,11 +115,9 @@ fn draw(
             .filter(|(_, b)| b.median.is_finite())
             .map(|(i, bar)| {
                 let y = bar.high.max(bar.median) + y_max * 0.02;
-                Text::new(
-                    compact(bar.median),
-                    (SegmentValue::CenterOf(i), y),
-                    ("sans-serif", 13),
-                )
+                let style =
+                    TextStyle::from(("sans-serif", 13)).pos(Pos::new(HPos::Center, VPos::Bottom));
+                Text::new(compact(bar.median), (SegmentValue::CenterOf(i), y), style)
             }),
     )?;
     root.present()?;

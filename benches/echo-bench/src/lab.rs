@@ -203,7 +203,10 @@ fn brief(outcome: &Outcome) -> String {
     let Some(r) = &outcome.report else {
         return format!("FAILED {}", outcome.failure.as_deref().unwrap_or("?"));
     };
-    let mut line = format!("{:.0} msg/s", r.msgs_per_sec);
+    let mut line = match r.config.conns {
+        0 => format!("{} idle connections", r.idle_established),
+        _ => format!("{:.0} msg/s", r.msgs_per_sec),
+    };
     if let Some(l) = r.cheap_latency.or(r.latency) {
         line += &format!(", p99 {:.0} us", l.p99_us);
     }

@@ -116,6 +116,9 @@ impl RunConfig {
         if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
             return Err("--rate must be a positive number of messages per second".into());
         }
+        if self.conns == 0 && self.idle == 0 {
+            return Err("nothing to do: --conns and --idle are both 0".into());
+        }
         if self.connect_only.is_some() && self.conns == 0 {
             return Err("--connect-only needs --conns >= 1 (connections at a time)".into());
         }

@@ -188,6 +188,10 @@ impl<'a> Worker<'a> {
                 self.fail_stalled(now);
                 self.publish_progress();
                 next_check = now + Duration::from_millis(100);
+                // Every connection failed: nothing left to measure, and the errors are counted.
+                if self.conns.iter().all(|c| c.state == State::Dead) {
+                    break;
+                }
             }
             // Open loop releases messages on a 1 ms tick (epoll_wait's resolution).
             let tick = if self.cfg.rate.is_some() { 1 } else { 50 };
