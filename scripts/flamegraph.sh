@@ -147,14 +147,16 @@ print(f"python load: {n} round trips")
 EOF
 }
 
-LOAD_SECONDS=$((WARMUP + SECONDS_TO_RECORD + 2))
+# echo-bench warms up for 1 s (its --warmup default), then measures for --duration: the
+# recording below (after our own 1 s warm-up) ends inside its measured window.
+LOAD_SECONDS=$((SECONDS_TO_RECORD + 2))
 if "$BENCH" --help 2>&1 | grep -q -- '--addr'; then
     say "load: echo-bench ${BENCH_ARGS[*]} --duration ${LOAD_SECONDS}s"
     "$BENCH" --addr "$ADDR" "${BENCH_ARGS[@]}" --duration "${LOAD_SECONDS}s" \
-        >"$WORK/bench.out" 2>&1 &
+        --server-pid "$SERVER_PID" >"$WORK/bench.out" 2>&1 &
 else
     say "echo-bench is not usable yet: falling back to a Python ping-pong loop (32 conns, 64 B)"
-    python_load "$LOAD_SECONDS" >"$WORK/bench.out" 2>&1 &
+    python_load "$((LOAD_SECONDS + 1))" >"$WORK/bench.out" 2>&1 &
 fi
 LOAD_PID=$!
 sleep "$WARMUP"
@@ -188,7 +190,7 @@ perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf >"$WORK/sta
 # inferno-collapse-perf weighs stacks by it: the counts are nanoseconds of CPU time.
 cpu_ms="$(awk '{ n += $NF } END { printf "%d", n / 1e6 }' "$WORK/stacks.folded")"
 [[ "$cpu_ms" -gt 0 ]] || die "perf recorded no samples"
-inferno-flamegraph --minwidth "$MINWIDTH" --countname ns \
+inferno-flamegraph --minwidth "$MINWIDTH" --countname ns --hash \
     --title "echo-server --model $MODEL" \
     --subtitle "perf cpu-clock 999 Hz, ${SECONDS_TO_RECORD}s, load: ${BENCH_ARGS[*]}" \
     <"$WORK/stacks.folded" >"$OUT"

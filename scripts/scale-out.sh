@@ -2,7 +2,7 @@
 # scripts/scale-out.sh: N echo-server instances on loopback ports, HAProxy in front of them.
 #
 #   scripts/scale-out.sh N [--model M] [--front HOST:PORT] [--stats HOST:PORT]
-#                          [--server-args "ARGS"]
+#                          [--server-args "ARGS"] [--bin PATH]
 #
 # Our first design note's "many single-threaded instances, each on its own port, behind a
 # layer-4 load balancer", on one machine: each instance is a separate `echo-server` process
@@ -16,6 +16,8 @@
 #
 # Ctrl-C stops HAProxy, then every instance (SIGTERM: each drains and prints its final stats
 # line, printed here, so you can see how the connections were spread).
+# --bin runs that echo-server binary instead of building target/release/echo-server (for
+# measurements: the binary cannot change between runs).
 # Needs haproxy (Debian/Ubuntu: apt-get install haproxy).
 set -euo pipefail
 
@@ -27,9 +29,10 @@ MODEL=event-loop
 FRONT=127.0.0.1:7070
 STATS=127.0.0.1:7071
 SERVER_ARGS=""
+SERVER=""
 
 usage() {
-    sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 die() { echo "scale-out.sh: $*" >&2; exit 1; }
 say() { echo "scale-out.sh: $*" >&2; }
@@ -40,6 +43,7 @@ while [[ $# -gt 0 ]]; do
         --front) FRONT="$2"; shift 2 ;;
         --stats) STATS="$2"; shift 2 ;;
         --server-args) SERVER_ARGS="$2"; shift 2 ;;
+        --bin) SERVER="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         -*) usage >&2; die "unknown option $1" ;;
         *) [[ -z "$N" ]] || die "N given twice"; N="$1"; shift ;;
@@ -49,9 +53,12 @@ done
 command -v haproxy >/dev/null 2>&1 ||
     die "haproxy not found. Install it: Debian/Ubuntu 'apt-get install haproxy', Fedora 'dnf install haproxy'."
 
-say "building echo-server (release)"
-(cd "$ROOT" && cargo build --quiet --release --bin echo-server)
-SERVER="$TARGET_DIR/release/echo-server"
+if [[ -z "$SERVER" ]]; then
+    say "building echo-server (release)"
+    (cd "$ROOT" && cargo build --quiet --release --bin echo-server)
+    SERVER="$TARGET_DIR/release/echo-server"
+fi
+[[ -x "$SERVER" ]] || die "$SERVER is not an executable"
 
 WORK="$(mktemp -d -t rawloop-scale.XXXXXX)"
 HAPROXY_PID=""
