@@ -20,9 +20,12 @@
 //! - **Half-close**: after the client's FIN (a read of 0), pending bytes are flushed, then the
 //!   socket is closed.
 //! - **Lingering close**: when the server ends a connection itself (`ERR line too long`, shutdown
-//!   drain), it flushes, sends FIN with `shutdown(SHUT_WR)`, and discards what the client still
-//!   sends until its FIN. Closing a socket with unread input makes Linux send RST, which can
-//!   destroy the reply the client has not read yet; nginx's `lingering_close` exists for this.
+//!   drain), it flushes, sends FIN with `shutdown(SHUT_WR)`, and reads and discards what the
+//!   client still sends until the client's own FIN, bounded by a deadline. Closing a socket with
+//!   unread input makes Linux send RST (and a socket in FIN-WAIT that was shut for reading answers
+//!   new data with RST too), and an RST throws away the echo bytes still in our send queue.
+//!   nginx's `lingering_close` exists for exactly this. So we never `shutdown(SHUT_RD)` a
+//!   connection we intend to close gracefully.
 //! - Errors (ECONNRESET, EPIPE, ...) close this connection only.
 
 use std::io;
@@ -38,8 +41,9 @@ use crate::stats::Stats;
 /// Size of the per-thread read buffer: one read takes at most this much.
 pub const READ_CHUNK: usize = 64 * 1024;
 
-/// Most bytes discarded in a lingering close before giving up on the client's FIN.
-const LINGER_MAX: u64 = 1024 * 1024;
+/// How long a connection closed by the server for a protocol error (line too long) may linger,
+/// waiting for the client's FIN, before it is closed anyway (nginx's `lingering_time`).
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
 
 /// Per-connection limits (`--high-water`, `--max-line`, ...).
 #[derive(Copy, Clone, Debug)]
@@ -135,9 +139,10 @@ pub struct Conn {
     read_closed: bool,
     /// The server is ending the connection: nothing more is echoed (lingering close).
     closing: bool,
+    /// When lingering stops waiting for the client's FIN and closes anyway.
+    linger_until: Option<Instant>,
     write_shut: bool,
     aborted: bool,
-    discarded: u64,
     last_active: Instant,
 }
 
@@ -156,9 +161,9 @@ impl Conn {
             paused: false,
             read_closed: false,
             closing: false,
+            linger_until: None,
             write_shut: false,
             aborted: false,
-            discarded: 0,
             last_active: Instant::now(),
         }
     }
@@ -186,12 +191,18 @@ impl Conn {
     }
 
     /// Starts a graceful end (server shutdown): echo nothing new, flush what is pending, send
-    /// FIN, close. `shutdown(SHUT_RD)` makes the next read return 0 at once (and wakes a read
-    /// blocked in another thread), so every model then sees an ordinary half-close.
-    pub fn begin_close(&mut self) {
+    /// FIN, then read and discard until the client's FIN or `deadline`, whichever comes first.
+    /// The next `serve` call does the work.
+    pub fn begin_close(&mut self, deadline: Instant) {
         self.closing = true;
-        // ENOTCONN: the peer is already gone, which the next read reports anyway.
-        let _ = self.stream.shutdown(Shutdown::Read);
+        self.linger_until = Some(self.linger_until.map_or(deadline, |d| d.min(deadline)));
+    }
+
+    /// True once the connection should be closed by a timer: idle for `idle_timeout`, or
+    /// lingering past its deadline.
+    pub fn expired(&self, now: Instant, idle_timeout: Option<Duration>) -> bool {
+        self.linger_until.is_some_and(|t| now >= t)
+            || idle_timeout.is_some_and(|t| self.idle_for(now) >= t)
     }
 
     /// Ends the connection abruptly (idle timeout): `shutdown(SHUT_RDWR)` makes the socket
@@ -234,6 +245,9 @@ impl Conn {
         costly: Costly,
         stats: &Stats,
     ) -> io::Result<Status> {
+        if self.linger_until.is_some_and(|t| Instant::now() >= t) {
+            return Ok(Status::Close(CloseReason::Finished));
+        }
         self.flush(stats)?;
         if !self.stashed.is_empty() && !self.closing {
             let stashed = std::mem::take(&mut self.stashed);
@@ -257,7 +271,7 @@ impl Conn {
             }
             stats.bytes_in.add(n as u64);
             if self.closing {
-                self.discard(n as u64);
+                // Lingering: the client's bytes are read only to be dropped.
                 continue;
             }
             let input = std::mem::take(&mut scratch.read);
@@ -273,6 +287,10 @@ impl Conn {
                 // makes the socket readable again (nginx's ngx_unix_recv does the same).
                 break;
             }
+        }
+        if self.closing {
+            // Send the FIN now if everything is flushed: no further event may come to do it.
+            self.flush(stats)?;
         }
         Ok(self.next_status(limits))
     }
@@ -332,10 +350,9 @@ impl Conn {
             }
             Err(_too_long) => {
                 self.send(LINE_TOO_LONG, stats)?;
-                // Linger: keep reading (and discarding) until the client's FIN, so that
-                // closing with unread input does not turn into an RST that could destroy
-                // the error reply before the client reads it.
-                self.closing = true;
+                // Linger until the client's FIN, so that closing with unread input does not
+                // turn into an RST that could destroy the error reply before it is read.
+                self.begin_close(Instant::now() + LINGER_TIME);
                 Ok(false)
             }
         }
@@ -429,14 +446,6 @@ impl Conn {
             }
         }
         Ok(written)
-    }
-
-    fn discard(&mut self, n: u64) {
-        self.discarded += n;
-        if self.discarded > LINGER_MAX {
-            // The client will not stop talking; stop listening.
-            self.read_closed = true;
-        }
     }
 
     fn wants_read(&mut self, limits: &Limits) -> bool {

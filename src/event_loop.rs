@@ -366,9 +366,7 @@ impl<'a> EventLoop<'a> {
             warn!("timerfd read failed: {e}");
         }
         let now = Instant::now();
-        if let Some(timeout) = self.settings.idle_timeout {
-            self.sweep_idle(now, timeout);
-        }
+        self.sweep_expired(now);
         if self.accept_paused {
             if let Some(listener) = &self.listener {
                 self.accept_paused = self
@@ -451,8 +449,8 @@ impl<'a> EventLoop<'a> {
         }
         let token = Token(CONN_BASE + key as u64);
         let draining = self.drain_deadline.is_some();
-        if draining {
-            conn.begin_close();
+        if let Some(deadline) = self.drain_deadline {
+            conn.begin_close(deadline);
         }
         let interest = match status {
             Status::Wait(interest) => interest,
@@ -498,16 +496,18 @@ impl<'a> EventLoop<'a> {
         }
     }
 
-    fn sweep_idle(&mut self, now: Instant, timeout: Duration) {
+    /// Closes connections idle for `--idle-timeout` or lingering past their deadline.
+    fn sweep_expired(&mut self, now: Instant) {
+        let idle_timeout = self.settings.idle_timeout;
         for key in self.conns.keys() {
-            let idle = self
-                .conns
-                .get_mut(key)
-                .and_then(|e| e.conn.as_ref())
-                .is_some_and(|conn| conn.idle_for(now) >= timeout);
-            if idle {
-                debug!("closing connection idle for {timeout:?}");
-                self.stats.idle_closed.incr();
+            let Some(conn) = self.conns.get_mut(key).and_then(|e| e.conn.as_ref()) else {
+                continue;
+            };
+            if conn.expired(now, idle_timeout) {
+                if idle_timeout.is_some_and(|t| conn.idle_for(now) >= t) {
+                    debug!("closing connection idle for {:?}", conn.idle_for(now));
+                    self.stats.idle_closed.incr();
+                }
                 self.close(key);
             }
         }
@@ -518,13 +518,14 @@ impl<'a> EventLoop<'a> {
         if self.drain_deadline.is_some() {
             return;
         }
-        self.drain_deadline = Some(Instant::now() + self.settings.drain_timeout);
+        let deadline = Instant::now() + self.settings.drain_timeout;
+        self.drain_deadline = Some(deadline);
         if let Some(listener) = self.listener.take() {
             let _ = self.epoll.delete(listener.as_ref());
         }
         for key in self.conns.keys() {
             if let Some(conn) = self.conns.get_mut(key).and_then(|e| e.conn.as_mut()) {
-                conn.begin_close();
+                conn.begin_close(deadline);
             }
             // Serve once now: a connection with nothing pending sends its FIN at once.
             self.on_conn(key);

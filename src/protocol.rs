@@ -129,10 +129,9 @@ impl LineParser {
                 on_request(classify(line))
             } else {
                 self.append(line)?;
+                // Take the buffer, freeing it: between lines the parser holds no memory.
                 let whole = std::mem::take(&mut self.partial);
-                let keep_going = on_request(classify(&whole));
-                self.reuse(whole);
-                keep_going
+                on_request(classify(&whole))
             };
             rest = tail;
             if !keep_going {
@@ -158,17 +157,6 @@ impl LineParser {
         }
         self.partial.extend_from_slice(bytes);
         Ok(())
-    }
-
-    /// Gives back the buffer of a finished line: kept if small (a chatty client that splits
-    /// every line would otherwise allocate per line), freed if large so that a connection
-    /// that once sent a 64 KiB line does not hold 64 KiB forever.
-    fn reuse(&mut self, mut whole: Vec<u8>) {
-        const KEEP: usize = 256;
-        if whole.capacity() <= KEEP {
-            whole.clear();
-            self.partial = whole;
-        }
     }
 }
 
@@ -213,11 +201,13 @@ pub fn burn_cpu(cost: Duration) {
 }
 
 fn parse_u64(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 {
+    if digits.is_empty() {
         return None;
     }
+    // Checked arithmetic: leading zeros are fine, a value past u64::MAX is not a number.
     digits.iter().try_fold(0u64, |acc, &d| {
-        d.is_ascii_digit().then(|| acc * 10 + u64::from(d - b'0'))
+        let digit = d.is_ascii_digit().then(|| u64::from(d - b'0'))?;
+        acc.checked_mul(10)?.checked_add(digit)
     })
 }
 

@@ -12,26 +12,27 @@
 //! microseconds. And without a cap, a connection storm becomes a thread explosion, so
 //! `--max-conns` is enforced at accept (past it connections are refused, not queued).
 //!
-//! Idle timeout: `SO_RCVTIMEO`/`SO_SNDTIMEO` make a blocked read or write return EAGAIN after
-//! `--idle-timeout`, and the loop then closes a connection idle that long. Shutdown: the
-//! listener thread keeps a duplicate of every connection's descriptor and calls
-//! `shutdown(SHUT_RD)` on each, which wakes every blocked `recv` with end-of-file: each thread
-//! then flushes and closes exactly as if its client had half-closed.
+//! Timers without an event loop: every blocked `recv` or `send` returns EAGAIN after
+//! [`POLL_INTERVAL`] (`SO_RCVTIMEO`/`SO_SNDTIMEO`), so the thread regularly gets a chance to
+//! notice an idle timeout or a shutdown. At shutdown the listener thread publishes a drain
+//! deadline; each connection thread sees it within one interval and performs the same lingering
+//! close as every other model (flush, FIN, read until the client's FIN). We do not wake the
+//! threads with `shutdown(SHUT_RD)`: on Linux that makes reads return 0 before the client has
+//! finished, and a socket shut for reading answers the client's next bytes with RST, which
+//! destroys echo bytes still in flight.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use log::{error, warn};
 use pool::counters::Counter;
-use reactor::{Epoll, Events, Interest, Shutdown, Signals, TcpListener, TcpStream};
+use reactor::{Epoll, Events, Interest, Signals, TcpListener, TcpStream};
 
 use crate::accept::{accept_batch, AcceptState};
 use crate::config::Settings;
 use crate::conn::{Conn, Costly, Limits, Status};
 use crate::event_loop::{with_scratch, Control, CONTROL, LISTENER, TICK_PERIOD};
-use crate::slab::Slab;
 use crate::stats::Stats;
 use crate::supervisor::{supervise, Supervised};
 use crate::{report, server};
@@ -39,9 +40,11 @@ use crate::{report, server};
 /// Stack reserved for each connection thread.
 pub const STACK_SIZE: usize = 128 * 1024;
 
-/// Descriptors of the open connections, duplicated, so the listener thread can shut them
-/// down at drain time.
-type Registry = Mutex<Slab<TcpStream>>;
+/// How long a blocked read or write waits before returning to check the clock.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The drain deadline, published once by the listener thread at shutdown.
+type Drain = OnceLock<Instant>;
 
 /// Runs the listener thread, which spawns a thread per connection, supervised.
 pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
@@ -82,7 +85,7 @@ fn listen(
     listener: Arc<TcpListener>,
     control: &Control,
 ) -> io::Result<()> {
-    let registry: Arc<Registry> = Arc::new(Mutex::new(Slab::new()));
+    let drain: Arc<Drain> = Arc::new(OnceLock::new());
     let epoll = Epoll::new()?;
     epoll.add(listener.as_ref(), LISTENER, Interest::READABLE)?;
     epoll.add(control.waker(), CONTROL, Interest::READABLE)?;
@@ -97,7 +100,7 @@ fn listen(
         }
         if events.iter().any(|e| e.token() == LISTENER) {
             let state = accept_batch(&listener, stats, settings.args.max_conns, |stream| {
-                spawn_connection(settings, stats, &registry, stream);
+                spawn_connection(settings, stats, &drain, stream);
             });
             if state == AcceptState::Pause {
                 paused = epoll.delete(listener.as_ref()).is_ok();
@@ -106,112 +109,95 @@ fn listen(
     }
     drop(epoll);
     drop(listener);
-    drain(settings, stats, &registry);
+    wait_for_drain(settings, stats, &drain);
     Ok(())
 }
 
 fn spawn_connection(
     settings: &Arc<Settings>,
     stats: &Arc<Stats>,
-    registry: &Arc<Registry>,
+    drain: &Arc<Drain>,
     stream: TcpStream,
 ) {
-    let key = match prepare(settings, &stream) {
-        Ok(dup) => registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(dup),
-        Err(e) => {
-            warn!("cannot set up a blocking connection: {e}");
-            stats.closed.incr();
-            return;
-        }
-    };
-    let (settings2, stats2, registry2) = (
-        Arc::clone(settings),
-        Arc::clone(stats),
-        Arc::clone(registry),
-    );
+    if let Err(e) = prepare_blocking(&stream) {
+        warn!("cannot set up a blocking connection: {e}");
+        stats.closed.incr();
+        return;
+    }
+    let (settings, stats2, drain) = (Arc::clone(settings), Arc::clone(stats), Arc::clone(drain));
     let spawned = std::thread::Builder::new()
         .name("rawloop-conn".into())
         .stack_size(STACK_SIZE)
         .spawn(move || {
-            serve_blocking(&settings2, &stats2, stream);
-            registry2
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(key);
+            serve_blocking(&settings, &stats2, stream, || drain.get().copied());
             stats2.closed.incr();
         });
     if let Err(e) = spawned {
         // EAGAIN from clone(2): the thread limit. The closure, and the socket, are dropped.
         warn!("cannot spawn a connection thread: {e}");
-        registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
         stats.closed.incr();
     }
 }
 
-/// Switches the socket to blocking mode with timeouts, and returns a duplicate descriptor.
-fn prepare(settings: &Settings, stream: &TcpStream) -> io::Result<TcpStream> {
+/// Switches an accepted socket to blocking mode, with reads and writes that give up after
+/// [`POLL_INTERVAL`].
+pub fn prepare_blocking(stream: &TcpStream) -> io::Result<()> {
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(settings.idle_timeout)?;
-    stream.set_write_timeout(settings.idle_timeout)?;
-    let dup: OwnedFd = stream.as_fd().try_clone_to_owned()?;
-    Ok(TcpStream::from(dup))
+    stream.set_read_timeout(Some(POLL_INTERVAL))?;
+    stream.set_write_timeout(Some(POLL_INTERVAL))
 }
 
-/// The connection's whole life, on its own thread. Also used by `process-per-conn`'s children.
-pub fn serve_blocking(settings: &Settings, stats: &Stats, stream: TcpStream) {
+/// The connection's whole life, on its own thread (or, in `process-per-conn`, its own
+/// process). `drain` returns the drain deadline once the server is stopping.
+pub fn serve_blocking(
+    settings: &Settings,
+    stats: &Stats,
+    stream: TcpStream,
+    drain: impl Fn() -> Option<Instant>,
+) {
     // One read per `serve`: a second read on a blocking socket would wait for the client.
     let limits = Limits {
         read_budget: 1,
         ..settings.limits
     };
     let mut conn = Conn::new(stream, settings.args.protocol, &limits);
+    let mut closing = false;
     with_scratch(|scratch| loop {
-        match conn.serve(scratch, &limits, Costly::Inline, stats) {
-            Status::Close(_) => return,
-            Status::Wait(_) | Status::Offload => {
-                if settings
-                    .idle_timeout
-                    .is_some_and(|t| conn.idle_for(Instant::now()) >= t)
-                {
-                    stats.idle_closed.incr();
-                    return;
-                }
+        if !closing {
+            if let Some(deadline) = drain() {
+                conn.begin_close(deadline);
+                closing = true;
             }
+        }
+        if let Status::Close(_) = conn.serve(scratch, &limits, Costly::Inline, stats) {
+            return;
+        }
+        let now = Instant::now();
+        if conn.expired(now, settings.idle_timeout) {
+            if settings
+                .idle_timeout
+                .is_some_and(|t| conn.idle_for(now) >= t)
+            {
+                stats.idle_closed.incr();
+            }
+            return;
         }
     });
 }
 
-/// Half-closes every connection, waits for their threads to finish (up to the drain timeout),
-/// then shuts the stragglers down completely so their blocked writes fail and they exit.
-fn drain(settings: &Settings, stats: &Stats, registry: &Registry) {
-    let shut_all = |how: Shutdown| {
-        let registry = registry.lock().unwrap_or_else(|p| p.into_inner());
-        for key in registry.keys() {
-            if let Some(stream) = registry.get(key) {
-                let _ = stream.shutdown(how);
-            }
-        }
-    };
-    shut_all(Shutdown::Read);
+/// Publishes the drain deadline, then waits for the connection threads to finish: each one
+/// closes by the deadline at the latest (plus one poll interval to notice it).
+fn wait_for_drain(settings: &Settings, stats: &Stats, drain: &Drain) {
     let deadline = Instant::now() + settings.drain_timeout;
-    while stats.open() > 0 && Instant::now() < deadline {
+    let _ = drain.set(deadline);
+    let give_up = deadline + 2 * POLL_INTERVAL;
+    while stats.open() > 0 && Instant::now() < give_up {
         std::thread::sleep(Duration::from_millis(10));
     }
     if stats.open() > 0 {
         warn!(
-            "drain deadline passed: closing {} connections",
+            "{} connection threads still running after the drain deadline",
             stats.open()
         );
-        shut_all(Shutdown::Both);
-        let grace = Instant::now() + Duration::from_secs(1);
-        while stats.open() > 0 && Instant::now() < grace {
-            std::thread::sleep(Duration::from_millis(10));
-        }
     }
 }

@@ -22,27 +22,33 @@
 //!
 //! **Reaping.** SIGCHLD arrives on the signalfd; the parent calls `waitpid(-1, WNOHANG)` until
 //! no child is left to reap (signals coalesce: one SIGCHLD may stand for many exits), so no
-//! zombie outlives a loop turn. The parent keeps its own copy of each child's socket so that at
-//! shutdown it can `shutdown(SHUT_RD)` it: the child's blocked read returns end-of-file and the
-//! child flushes and exits as if its client had half-closed.
+//! zombie outlives a loop turn.
+//!
+//! **Draining.** Children inherit the blocked signal mask, so SIGTERM does not reach them. The
+//! parent tells them instead through a socket pair made before the first fork: every child holds
+//! one end, only the parent holds the other. At shutdown the parent closes its end, and each
+//! child's next check (at least every `POLL_INTERVAL`, see `blocking.rs`) reads end-of-file and
+//! starts the same lingering close as every other model. The parent closes its copy of each
+//! client socket right after the fork, so the child alone decides when the client sees FIN.
 //!
 //! Stats: the counters of a child die with it, so this model reports connection counts (from
 //! the parent) but not bytes.
 
-use std::collections::HashMap;
-use std::io;
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use pool::counters::Counter;
 use reactor::process::{self, Fork, Pid};
-use reactor::{Epoll, Events, Interest, Shutdown, Signal, Signals, TcpListener, TcpStream, Timer};
+use reactor::{Epoll, Events, Interest, Signal, Signals, TcpListener, TcpStream, Timer};
 
 use crate::accept::{accept_batch, AcceptState};
 use crate::config::Settings;
 use crate::event_loop::{LISTENER, SIGNALS, TICK, TICK_PERIOD};
-use crate::models::blocking::serve_blocking;
+use crate::models::blocking::{prepare_blocking, serve_blocking};
 use crate::stats::Stats;
 use crate::{report, server};
 
@@ -53,25 +59,39 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     let stats = Stats::new();
     match Parent::new(settings, &stats, listener, signals)?.run()? {
         Role::Parent => Ok(()),
-        Role::Child(stream) => {
+        Role::Child { stream, drain } => {
             // Everything of the parent is closed by now; only our client's socket is left.
             let _ = process::set_parent_death_signal(Signal::Kill);
-            let prepared = stream.set_nonblocking(false).and_then(|()| {
-                stream.set_read_timeout(settings.idle_timeout)?;
-                stream.set_write_timeout(settings.idle_timeout)
-            });
-            if prepared.is_ok() {
-                serve_blocking(settings, &stats, stream);
+            if prepare_blocking(&stream).is_ok() && drain.set_nonblocking(true).is_ok() {
+                let deadline = std::cell::Cell::new(None);
+                let draining = || {
+                    if deadline.get().is_none() && parent_said_stop(&drain) {
+                        deadline.set(Some(Instant::now() + settings.drain_timeout));
+                    }
+                    deadline.get()
+                };
+                serve_blocking(settings, &stats, stream, draining);
             }
             process::exit_now(0)
         }
     }
 }
 
+/// True once the parent has closed its end of the drain socket pair (end-of-file), or is gone.
+fn parent_said_stop(mut drain: &UnixStream) -> bool {
+    let mut byte = [0u8; 1];
+    !matches!(drain.read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
 /// Which side of a `fork` returned from the parent loop.
 enum Role {
     Parent,
-    Child(TcpStream),
+    Child {
+        /// The client to serve.
+        stream: TcpStream,
+        /// The child's end of the drain socket pair.
+        drain: UnixStream,
+    },
 }
 
 struct Parent<'a> {
@@ -81,8 +101,11 @@ struct Parent<'a> {
     listener: Option<Arc<TcpListener>>,
     signals: Signals,
     tick: Timer,
-    /// The parent's copy of each child's client socket, for the drain.
-    children: HashMap<Pid, TcpStream>,
+    children: HashSet<Pid>,
+    /// The parent's end of the drain pair (closed to tell children to drain) and the end every
+    /// child inherits.
+    drain_tx: Option<UnixStream>,
+    drain_rx: UnixStream,
     drain_deadline: Option<Instant>,
     last_stats: Instant,
 }
@@ -101,7 +124,7 @@ impl<'a> Parent<'a> {
         tick.set_interval(TICK_PERIOD)?;
         epoll.add(&tick, TICK, Interest::READABLE)?;
         let listener = Some(Arc::new(listener));
-        let (children, drain_deadline, last_stats) = (HashMap::new(), None, Instant::now());
+        let (drain_tx, drain_rx) = UnixStream::pair()?;
         Ok(Parent {
             settings,
             stats,
@@ -109,9 +132,11 @@ impl<'a> Parent<'a> {
             listener,
             signals,
             tick,
-            children,
-            drain_deadline,
-            last_stats,
+            children: HashSet::new(),
+            drain_tx: Some(drain_tx),
+            drain_rx,
+            drain_deadline: None,
+            last_stats: Instant::now(),
         })
     }
 
@@ -162,9 +187,16 @@ impl<'a> Parent<'a> {
     /// Forks a child for `stream`. Returns `Some(Role::Child)` in the child.
     fn fork(&mut self, stream: TcpStream) -> Option<Role> {
         match process::fork() {
-            Ok(Fork::Child) => Some(Role::Child(stream)),
+            // In the child: keep a duplicate of the drain end; returning drops everything
+            // else of the parent, including its end of the pair.
+            Ok(Fork::Child) => match self.drain_rx.try_clone() {
+                Ok(drain) => Some(Role::Child { stream, drain }),
+                Err(_) => process::exit_now(1),
+            },
             Ok(Fork::Parent(pid)) => {
-                self.children.insert(pid, stream);
+                // The child owns the client now; our copy would delay its FIN.
+                drop(stream);
+                self.children.insert(pid);
                 None
             }
             Err(e) => {
@@ -198,7 +230,7 @@ impl<'a> Parent<'a> {
         loop {
             match process::reap_any() {
                 Ok(Some((pid, status))) => {
-                    if self.children.remove(&pid).is_some() {
+                    if self.children.remove(&pid) {
                         self.stats.closed.incr();
                     }
                     log::debug!("child {pid:?} exited: {status:?}");
@@ -234,14 +266,13 @@ impl<'a> Parent<'a> {
         if let Some(listener) = self.listener.take() {
             let _ = self.epoll.delete(listener.as_ref());
         }
-        for stream in self.children.values() {
-            let _ = stream.shutdown(Shutdown::Read);
-        }
+        // Closing our end of the pair is the message: every child reads end-of-file.
+        self.drain_tx = None;
     }
 
     /// SIGKILL whatever is left, then reap it, so no child outlives the parent.
     fn kill_all(&mut self) {
-        for pid in self.children.keys() {
+        for pid in &self.children {
             let _ = process::kill(*pid, Signal::Kill);
         }
         let deadline = Instant::now() + Duration::from_secs(2);

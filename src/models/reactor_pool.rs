@@ -199,12 +199,6 @@ impl Shared {
     }
 }
 
-#[derive(Copy, Clone)]
-enum Wait {
-    Yes,
-    No,
-}
-
 /// The reactor thread's state.
 struct Reactor<'a> {
     shared: &'a Shared,
@@ -215,6 +209,9 @@ struct Reactor<'a> {
     tick: Timer,
     backlog: VecDeque<usize>,
     drain_deadline: Option<Instant>,
+    /// A stop was requested during this batch of events; the connections are told after the
+    /// batch, when no event of the batch is still waiting to be dispatched.
+    drain_pending: bool,
 }
 
 impl<'a> Reactor<'a> {
@@ -244,6 +241,7 @@ impl<'a> Reactor<'a> {
             tick,
             backlog,
             drain_deadline,
+            drain_pending: false,
         })
     }
 
@@ -265,6 +263,9 @@ impl<'a> Reactor<'a> {
                     TICK => self.on_tick(),
                     Token(t) => self.dispatch((t - CONN_BASE) as usize),
                 }
+            }
+            if std::mem::take(&mut self.drain_pending) {
+                self.close_gracefully();
             }
             if let Some(deadline) = self.drain_deadline {
                 if self.shared.stats.open() == 0 || Instant::now() >= deadline {
@@ -347,13 +348,34 @@ impl<'a> Reactor<'a> {
         self.control.waker().reset()?;
         if self.control.stop_requested() && self.drain_deadline.is_none() {
             self.drain_deadline = Some(Instant::now() + self.shared.settings.drain_timeout);
+            self.drain_pending = true;
             if let Some(listener) = self.listener.take() {
                 let _ = self.shared.epoll.delete(listener.as_ref());
             }
-            // Half-close every connection; the workers then flush and close them.
-            self.for_each_conn(Wait::Yes, Conn::begin_close);
         }
         Ok(())
+    }
+
+    /// Starts the lingering close of every connection. One that no worker holds has no event
+    /// coming, so it is re-armed for writability too, which fires at once: a worker then flushes
+    /// it, sends its FIN and lingers until the client's FIN.
+    fn close_gracefully(&mut self) {
+        let Some(deadline) = self.drain_deadline else {
+            return;
+        };
+        let shared = self.shared;
+        for (key, slot) in shared.slots.iter().enumerate() {
+            let mut guard = shared.lock(key);
+            let Some(conn) = guard.as_mut() else { continue };
+            conn.begin_close(deadline);
+            if !slot.dispatched.load(Ordering::Acquire) {
+                let token = Token(CONN_BASE + key as u64);
+                let interest = shared.interest(Interest::READABLE | Interest::WRITABLE);
+                if let Err(e) = shared.epoll.modify(conn.stream(), token, interest) {
+                    debug!("re-arm for drain failed: {e}");
+                }
+            }
+        }
     }
 
     fn on_tick(&mut self) {
@@ -367,29 +389,27 @@ impl<'a> Reactor<'a> {
                     .is_err();
             }
         }
-        if let Some(timeout) = self.shared.settings.idle_timeout {
-            let now = Instant::now();
-            let stats = &self.shared.stats;
-            // A connection being served right now is not idle: skip it rather than wait.
-            self.for_each_conn(Wait::No, |conn| {
-                if conn.idle_for(now) >= timeout && conn.abort() {
-                    stats.idle_closed.incr();
-                }
-            });
-        }
+        let (now, idle_timeout) = (Instant::now(), self.shared.settings.idle_timeout);
+        let stats = &self.shared.stats;
+        // A connection being served right now is not idle: skip it rather than wait. An
+        // expired one is shut down; the worker that gets its event closes it.
+        self.for_each_conn(|conn| {
+            if conn.expired(now, idle_timeout)
+                && conn.abort()
+                && idle_timeout.is_some_and(|t| conn.idle_for(now) >= t)
+            {
+                stats.idle_closed.incr();
+            }
+        });
     }
 
-    /// Visits every open connection under its slot lock, waiting for slots a worker holds or
-    /// skipping them.
-    fn for_each_conn(&self, wait: Wait, mut f: impl FnMut(&mut Conn)) {
-        for (key, slot) in self.shared.slots.iter().enumerate() {
-            let mut guard = match (wait, slot.conn.try_lock()) {
-                (_, Ok(guard)) => guard,
-                (Wait::Yes, Err(_)) => self.shared.lock(key),
-                (Wait::No, Err(_)) => continue,
-            };
-            if let Some(conn) = guard.as_mut() {
-                f(conn);
+    /// Visits every open connection that no worker is serving right now.
+    fn for_each_conn(&self, mut f: impl FnMut(&mut Conn)) {
+        for slot in self.shared.slots.iter() {
+            if let Ok(mut guard) = slot.conn.try_lock() {
+                if let Some(conn) = guard.as_mut() {
+                    f(conn);
+                }
             }
         }
     }
