@@ -45,10 +45,9 @@ pub fn check(input: &[u8]) {
     );
 }
 
-/// The most capacity the parser keeps between lines: `LineParser::reuse` keeps a finished
-/// line's buffer only when its capacity is at most 256 bytes, so a connection that once sent a
-/// long split line does not hold that memory forever.
-const REUSE_KEEP: usize = 256;
+/// The most capacity the parser keeps between lines: none. It frees a split line's buffer as
+/// soon as the line is complete, so an idle connection holds no parser memory.
+const REUSE_KEEP: usize = 0;
 
 /// An owned copy of a [`Request`], so requests from different buffers can be compared.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,8 +245,8 @@ fn check_buffer(parser: &LineParser, tail_len: usize, max_line: usize) {
 
 /// Restates the line protocol of `rawloop::protocol` independently of `classify`, so that the
 /// reference model's oracle is itself checked: `WORK <micros> <payload>` with `micros` a
-/// base-10 number of at most 19 digits (the author's rule: no overflow is possible below 20
-/// digits, and longer numbers are `BadMicros`), at most `MAX_WORK`.
+/// base-10 number (leading zeros allowed; a value past `u64::MAX` is `BadMicros`), at most
+/// `MAX_WORK`.
 fn check_classification(line: &[u8], got: &Seen) {
     let body = line.strip_suffix(b"\n").unwrap_or(line);
     let body = body.strip_suffix(b"\r").unwrap_or(body);
@@ -272,12 +271,17 @@ fn work_request(line: &[u8], micros: &[u8]) -> Seen {
     if micros.is_empty() {
         return Seen::Invalid(WorkError::MissingMicros);
     }
-    if micros.len() > 19 || !micros.iter().all(u8::is_ascii_digit) {
+    if !micros.iter().all(u8::is_ascii_digit) {
         return Seen::Invalid(WorkError::BadMicros);
     }
-    let value = micros
-        .iter()
-        .fold(0u128, |acc, &d| acc * 10 + u128::from(d - b'0'));
+    let value = micros.iter().try_fold(0u128, |acc, &d| {
+        acc.checked_mul(10)?
+            .checked_add(u128::from(d - b'0'))
+            .filter(|&v| v <= u128::from(u64::MAX))
+    });
+    let Some(value) = value else {
+        return Seen::Invalid(WorkError::BadMicros);
+    };
     if value > MAX_WORK.as_micros() {
         return Seen::Invalid(WorkError::TooMuchWork);
     }
