@@ -1,0 +1,138 @@
+//! Running out of descriptors (EMFILE) must not take the server down or make it spin.
+//!
+//! When `accept4(2)` fails with EMFILE the connection stays in the kernel's accept queue, so a
+//! level-triggered listener stays readable and a naive loop calls `accept4` forever at 100%
+//! CPU. The server sheds waiting connections with libuv's spare-descriptor trick and otherwise
+//! pauses accepting until its next tick (src/accept.rs). The test starts the server with
+//! RLIMIT_NOFILE 64, soft and hard (the server raises soft to hard at start, so both must be
+//! low), fills it with verified clients, floods it with more, and checks: CPU stays low, the
+//! clients already in are still served, and once some leave, newcomers get in again.
+
+mod util;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use util::client::{connect, echo_exact, set_timeouts};
+use util::{for_each_model, Server, Watchdog, IO_TIMEOUT};
+
+/// Every model whose processes hold many client descriptors. Not `process-per-conn`: its parent
+/// keeps no client socket (each child holds its one), so a per-process descriptor limit never
+/// binds there; its analogue would be RLIMIT_NPROC.
+const MODELS_WITH_FD_LIMITS: &[&str] = &[
+    "event-loop",
+    "thread-per-conn",
+    "listener-pool",
+    "reactor-pool",
+    "reactor-offload",
+    "reuseport",
+    "prefork",
+];
+
+/// The server's descriptor limit, soft and hard.
+const NOFILE: u64 = 64;
+
+/// Most CPU the server may use, as a fraction of one core, while out of descriptors.
+const CPU_BOUND: f64 = 0.30;
+
+#[test]
+fn out_of_descriptors_the_server_sheds_load_without_spinning_and_recovers() {
+    let _watchdog = Watchdog::new(
+        "out_of_descriptors_the_server_sheds_load_without_spinning_and_recovers",
+        Duration::from_secs(300),
+    );
+    // Two at a time: the CPU measurement must not be drowned by the other models' floods.
+    for_each_model(MODELS_WITH_FD_LIMITS, 2, |model| {
+        let server = Server::builder(model)
+            .nofile(NOFILE)
+            .args(&["--workers", "2"])
+            .start();
+
+        // Fill: add verified clients until one is not served.
+        let mut good = Vec::new();
+        let rejected = loop {
+            let c = server.connect();
+            if good.len() >= 200 || !echoes_within(&c, Duration::from_secs(2)) {
+                break c;
+            }
+            good.push(c);
+        };
+        assert!(
+            good.len() >= 8,
+            "only {} clients served before running out",
+            good.len()
+        );
+        assert!(
+            good.len() < 200,
+            "{} clients served with a limit of {NOFILE} descriptors",
+            good.len()
+        );
+
+        // Flood: many more connect (the kernel completes their handshakes) while it is full.
+        let flood: Vec<TcpStream> = (0..150)
+            .filter_map(|_| connect(server.addr()).ok())
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let cpu = server.cpu_fraction(Duration::from_secs(1));
+        eprintln!(
+            "[{model}] {} clients fit; out of descriptors, CPU {:.0}% of a core",
+            good.len(),
+            cpu * 100.0
+        );
+        assert!(
+            cpu < CPU_BOUND,
+            "server uses {:.0}% of a core while out of descriptors",
+            cpu * 100.0
+        );
+
+        // Clients already in are still served, byte for byte.
+        for (i, c) in good.iter().enumerate() {
+            echo_exact(c, format!("still here {i}\n").as_bytes()).unwrap_or_else(|e| {
+                panic!("client {i} of {} while out of descriptors: {e}", good.len())
+            });
+        }
+
+        // Some leave; newcomers get in again.
+        drop(flood);
+        drop(rejected);
+        good.truncate(good.len() - 6);
+        let start = Instant::now();
+        let mut newcomers = Vec::new();
+        while newcomers.len() < 3 {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "only {} newcomers served 15 s after 6 clients left",
+                newcomers.len()
+            );
+            let c = server.connect();
+            if echoes_within(&c, Duration::from_secs(2)) {
+                newcomers.push(c);
+            } else {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        for (i, c) in good.iter().enumerate() {
+            echo_exact(c, b"after recovery\n")
+                .unwrap_or_else(|e| panic!("client {i} after recovery: {e}"));
+        }
+        drop((good, newcomers));
+        let exit = server.terminate(Duration::from_secs(30));
+        exit.assert_clean();
+        if model != "thread-per-conn" {
+            // thread-per-conn may hit the limit in dup(2) instead of accept4(2).
+            assert!(
+                exit.final_sum("fd_exhausted") >= 1,
+                "fd_exhausted: {:?}",
+                exit.final_stats()
+            );
+        }
+    });
+}
+
+/// True if a short message is echoed within `within`.
+fn echoes_within(c: &TcpStream, within: Duration) -> bool {
+    set_timeouts(c, within).unwrap();
+    let ok = echo_exact(c, b"are you there?\n").is_ok();
+    set_timeouts(c, IO_TIMEOUT).unwrap();
+    ok
+}
