@@ -97,7 +97,7 @@ fn base(timing: Timing) -> RunConfig {
         // wait long to find it.
         grace: Duration::from_secs(if timing.quick { 3 } else { 5 }),
         stall_timeout: Duration::from_secs(if timing.quick { 3 } else { 5 }),
-        setup_timeout: Duration::from_secs(if timing.quick { 15 } else { 60 }),
+        setup_timeout: Duration::from_secs(if timing.quick { 15 } else { 120 }),
         ..RunConfig::new(placeholder)
     }
 }
