@@ -196,7 +196,10 @@ mod tests {
 
     #[test]
     fn work_lines_are_recognised() {
-        assert_eq!(work_request(b"WORK 2000 abc\n"), Some(Duration::from_micros(2000)));
+        assert_eq!(
+            work_request(b"WORK 2000 abc\n"),
+            Some(Duration::from_micros(2000))
+        );
         assert_eq!(work_request(b"WORK 7\n"), Some(Duration::from_micros(7)));
         assert_eq!(work_request(b"hello\n"), None);
         assert_eq!(work_request(b"WORK x\n"), None);
