@@ -132,6 +132,7 @@ fn mid_transfer_sigterm(model: &str, size: usize, sending: Sending) {
         expect_closed(stream, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("idle client {i}: {e}"));
     }
+    drop((idle, busy));
     let exit = server.wait_exit(Duration::from_secs(30));
     exit.assert_clean();
     let finals = exit.final_stats().len();
@@ -180,6 +181,8 @@ fn sigint_with_idle_clients_exits_promptly() {
         for (i, c) in clients.iter().enumerate() {
             expect_closed(c, Duration::from_secs(10)).unwrap_or_else(|e| panic!("client {i}: {e}"));
         }
+        // Having read EOF, a client closes its side; the server lingers until it does.
+        drop(clients);
         let exit = server.wait_exit(Duration::from_secs(10));
         exit.assert_clean();
         assert!(
