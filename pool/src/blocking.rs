@@ -34,8 +34,9 @@
 //! The fix keeps the fast paths untouched: a consumer that took an item *after parking* looks
 //! once more (fence, `sleepers`, ring length) and, if items remain and someone sleeps, wakes
 //! one. Each wakeup that finds an item is thus passed along until the items or the sleepers
-//! run out. (crossbeam-channel instead makes the woken receiver spin until the pending slot
-//! is published; that spin is unbounded when the producer is preempted.)
+//! run out. (crossbeam-channel's array flavour instead has the receiver spin and yield until
+//! the pending slot is published, which burns CPU for as long as that producer is preempted,
+//! and which loom cannot model: it explores schedules where the producer never runs again.)
 //!
 //! **Exactly one wakeup per push, and only when needed.** The producer decrements `sleepers`
 //! itself (under the mutex) and leaves a permit, so the woken consumer stops counting as
@@ -91,7 +92,7 @@ pub struct BlockingRing<T> {
     /// Wake permits handed out by producers and not yet taken by a woken consumer.
     park: Mutex<usize>,
     wake: Condvar,
-    /// `notify_one` calls made by producers (each one a `futex(2)` wake).
+    /// `notify_one` calls made by producers or passed on by consumers (each a `futex(2)` wake).
     wakeups: AtomicU64,
     spin_limit: u32,
 }
@@ -185,7 +186,7 @@ impl<T> BlockingRing<T> {
         self.sleepers.load(Relaxed)
     }
 
-    /// How many times a producer woke a parked consumer.
+    /// How many times a parked consumer was woken (by a push, or passed on).
     pub fn wakeups(&self) -> u64 {
         self.wakeups.load(Relaxed)
     }

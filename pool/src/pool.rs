@@ -72,7 +72,8 @@ pub struct PoolStats {
     pub ring_high_water: usize,
     /// Submits refused because the ring was full.
     pub ring_full: u64,
-    /// Times a submit woke a parked worker (each one a `futex(2)` wake).
+    /// Times a parked worker was woken: by a submit, or passed on by a worker that found
+    /// more jobs after its own wakeup. Each one is a `futex(2)` wake.
     pub wakeups: u64,
     /// Workers parked right now and not yet woken (racy snapshot).
     pub sleeping: usize,

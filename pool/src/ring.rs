@@ -48,18 +48,20 @@
 //! # Teaching switch: `--cfg rawloop_weak_ordering`
 //!
 //! Building with `rawloop_weak_ordering` weakens the producer's publishing store of `seq`
-//! from `Release` to `Relaxed`. The program still passes ordinary tests on x86_64 (whose
-//! stores are all release stores in hardware), but the language no longer promises that the
-//! consumer sees the value written, and loom proves it. From the workspace root:
+//! from `Release` to `Relaxed`. Ordinary tests will most likely still pass on x86_64, whose
+//! stores all behave as release stores in hardware, but the language no longer promises that
+//! the consumer sees the value written (the compiler may even sink the write below the
+//! store), and loom proves it. From the workspace root:
 //!
 //! ```text
 //! RUSTFLAGS="--cfg loom --cfg rawloop_weak_ordering" \
 //!     cargo test -p pool --release --target-dir target-loom --test loom
 //! ```
 //!
-//! fails with loom reporting a causality violation: the consumer's read of the slot's
-//! `UnsafeCell` is not ordered after the producer's write. Drop the second `--cfg` and the
-//! same models pass.
+//! Every model in `tests/loom.rs` then fails within a second with loom's
+//! `Causality violation: Concurrent read and write accesses`: the consumer's read of the
+//! slot's `UnsafeCell` is not ordered after the producer's write. Drop the second `--cfg` and
+//! the same models pass.
 
 use std::fmt;
 use std::mem::MaybeUninit;

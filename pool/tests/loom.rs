@@ -11,9 +11,10 @@
 //! three threads, capacity 2) because the number of executions grows exponentially; small
 //! models already cover the interesting orderings, which is loom's bet (and CDSChecker's).
 //!
-//! Teaching switch: add `--cfg rawloop_weak_ordering` to `RUSTFLAGS` and
-//! `two_producers_one_consumer_capacity_two` fails with a causality violation, because the
-//! producer's publishing store of `seq` is then `Relaxed` (see `src/ring.rs`).
+//! Teaching switch: add `--cfg rawloop_weak_ordering` to `RUSTFLAGS` and every model fails
+//! at once with a causality violation, because the producer's publishing store of `seq` is
+//! then `Relaxed` (see `src/ring.rs`). Deleting the `SeqCst` fence in `BlockingRing::wake_one`
+//! instead makes the parking models deadlock: that fence is what prevents the lost wakeup.
 #![cfg(loom)]
 
 use loom::sync::Arc;
@@ -21,14 +22,15 @@ use loom::thread;
 
 use pool::{BlockingRing, Ring};
 
-/// Runs `body` under loom with at most three preemptions per execution, unless
-/// `LOOM_MAX_PREEMPTIONS` says otherwise. Bounding preemptions (as tokio's CI does with 2)
-/// keeps the four-thread models to seconds; almost every known concurrency bug needs no more
-/// than two or three (Musuvathi and Qadeer, "Iterative context bounding", PLDI 2007).
-fn model(body: impl Fn() + Sync + Send + 'static) {
+/// Runs `body` under loom with at most `preemptions` preemptions per execution, unless
+/// `LOOM_MAX_PREEMPTIONS` says otherwise. Bounding preemptions (tokio's CI uses 2) keeps the
+/// four-thread models to seconds instead of hours; most concurrency bugs need no more than
+/// two or three (Musuvathi and Qadeer, "Iterative context bounding", PLDI 2007), and the
+/// lost wakeup `two_consumers_two_pushes_all_wake` caught needed two.
+fn model(preemptions: usize, body: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
+        builder.preemption_bound = Some(preemptions);
     }
     builder.check(body);
 }
@@ -47,7 +49,7 @@ fn pop_spinning<T>(ring: &Ring<T>) -> T {
 /// once, and the consumer reads each value only after its producer published it.
 #[test]
 fn two_producers_one_consumer_capacity_two() {
-    model(|| {
+    model(3, || {
         let ring = Arc::new(Ring::new(2));
         let producers: Vec<_> = [1, 2]
             .into_iter()
@@ -81,7 +83,7 @@ fn two_producers_one_consumer_capacity_two() {
 /// next lap's producer) are checked, across the wrap.
 #[test]
 fn lap_wrap_capacity_two() {
-    model(|| {
+    model(3, || {
         let ring = Arc::new(Ring::new(2));
         // Start one position in, so the concurrent part wraps from slot 1 to slot 0 to slot 1.
         ring.try_push(0).unwrap();
@@ -109,7 +111,7 @@ fn lap_wrap_capacity_two() {
 /// which loom reports as a deadlock.
 #[test]
 fn park_unpark_has_no_lost_wakeup() {
-    model(|| {
+    model(3, || {
         let ring = Arc::new(BlockingRing::with_spin_limit(2, 0));
         let consumer = {
             let ring = Arc::clone(&ring);
@@ -124,7 +126,7 @@ fn park_unpark_has_no_lost_wakeup() {
 /// by) a distinct consumer, so both consumers return.
 #[test]
 fn two_consumers_two_pushes_all_wake() {
-    model(|| {
+    model(2, || {
         let ring = Arc::new(BlockingRing::with_spin_limit(2, 0));
         let consumers: Vec<_> = (0..2)
             .map(|_| {
@@ -151,7 +153,7 @@ fn two_consumers_two_pushes_all_wake() {
 /// is released with `None`, never left asleep.
 #[test]
 fn close_drains_then_releases_consumer() {
-    model(|| {
+    model(3, || {
         let ring = Arc::new(BlockingRing::with_spin_limit(2, 0));
         let consumer = {
             let ring = Arc::clone(&ring);
