@@ -311,7 +311,9 @@ const STUCK_HIGH_WATER: [&str; 2] = ["--high-water", "4194304"];
 /// A client that sends far more than it reads, so the server always holds echo bytes for it
 /// and cannot finish draining on its own (with [`STUCK_HIGH_WATER`]).
 fn stuck_client(server: &Server, seed: u64) -> std::net::TcpStream {
-    let stream = connect_with_buffers(server.addr(), 16 * 1024, 16 * 1024).expect("connect");
+    // A small receive buffer keeps the echo in the server; a large send buffer lets the client
+    // push its bytes quickly.
+    let stream = connect_with_buffers(server.addr(), 16 * 1024, 1 << 20).expect("connect");
     set_timeouts(&stream, IO_TIMEOUT).unwrap();
     stream.set_nonblocking(true).unwrap();
     let chunk = Rng::new(seed).bytes(64 * 1024);
@@ -325,7 +327,7 @@ fn stuck_client(server: &Server, seed: u64) -> std::net::TcpStream {
                 progress = Instant::now();
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(2));
             }
             Err(e) => panic!("stuck client write: {e}"),
         }
