@@ -59,6 +59,10 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
         PoolBuilder::new()
             .workers(settings.workers)
             .pin(settings.pin)
+            // A short spin: in a ping-pong the next job rarely comes within a few µs, and a
+            // long spin burns more CPU per message than the futex wake it saves (measured:
+            // 256 spins cost ~15 µs of server CPU per message here, 32 spins ~12.5 µs).
+            .spin_limit(32)
             .capacity(settings.args.ring_capacity)
             .spawn(move |key: usize, _worker: &WorkerContext| worker_shared.serve(key))?,
     );
