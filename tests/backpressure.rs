@@ -25,15 +25,13 @@ use std::time::{Duration, Instant};
 
 use util::client::{echo_exact, read_expecting, set_timeouts};
 use util::sys::connect_with_buffers;
-use util::{for_each_model, seed_for, Rng, Server, Watchdog, IO_TIMEOUT, MODELS};
+use util::{
+    for_each_model, kernel_send_buffer_max, seed_for, Rng, Server, Watchdog, IO_TIMEOUT, MODELS,
+};
 
 /// What the slow client sends: 4 MiB more than the server's send buffer can absorb.
 fn total() -> usize {
-    let wmem_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(2)?.parse::<usize>().ok())
-        .unwrap_or(4 << 20);
-    (4 << 20) + wmem_max.min(60 << 20)
+    (4 << 20) + kernel_send_buffer_max()
 }
 
 /// Most server RSS growth allowed while the client does not read: the contract's 64 KiB of

@@ -132,13 +132,27 @@ pub enum Finish {
 /// Sends `payloads[i]` on `streams[i]` and checks every echo byte for byte, all connections
 /// at once, from this one thread, driven by epoll. Gives the streams back (in blocking mode,
 /// with timeouts) so a test can keep them open.
-pub fn echo_many(
+pub fn echo_many<P: AsRef<[u8]>>(
     streams: Vec<TcpStream>,
-    payloads: &[Vec<u8>],
+    payloads: &[P],
+    finish: Finish,
+    within: Duration,
+) -> Result<Vec<TcpStream>, String> {
+    let written = vec![0; streams.len()];
+    echo_many_from(streams, payloads, &written, finish, within)
+}
+
+/// [`echo_many`] for connections that already wrote `written[i]` bytes of their payload
+/// (without reading any echo): writes the rest, and checks the whole echo from its start.
+pub fn echo_many_from<P: AsRef<[u8]>>(
+    streams: Vec<TcpStream>,
+    payloads: &[P],
+    written: &[usize],
     finish: Finish,
     within: Duration,
 ) -> Result<Vec<TcpStream>, String> {
     assert_eq!(streams.len(), payloads.len());
+    assert_eq!(streams.len(), written.len());
     let epoll = Epoll::new().expect("epoll_create1");
     let mut conns = Vec::with_capacity(streams.len());
     for (i, stream) in streams.into_iter().enumerate() {
@@ -153,7 +167,7 @@ pub fn echo_many(
         conns.push(Pending {
             index: i as u64,
             stream,
-            written: 0,
+            written: written[i],
             matched: 0,
             done: false,
             writing: true,
@@ -176,7 +190,7 @@ pub fn echo_many(
             if conn.done {
                 continue;
             }
-            conn.step(&epoll, &payloads[i], finish, &mut buf)
+            conn.step(&epoll, payloads[i].as_ref(), finish, &mut buf)
                 .map_err(|e| format!("connection {i} of {}: {e}", payloads.len()))?;
             if conn.done {
                 let _ = epoll.delete(&conn.stream);
@@ -269,7 +283,7 @@ impl Pending {
     }
 }
 
-fn describe_stuck(conns: &[Pending], payloads: &[Vec<u8>], within: Duration) -> String {
+fn describe_stuck<P: AsRef<[u8]>>(conns: &[Pending], payloads: &[P], within: Duration) -> String {
     let stuck: Vec<usize> = (0..conns.len()).filter(|&i| !conns[i].done).collect();
     let i = stuck[0];
     format!(
@@ -278,9 +292,51 @@ fn describe_stuck(conns: &[Pending], payloads: &[Vec<u8>], within: Duration) -> 
         stuck.len(),
         conns.len(),
         conns[i].written,
-        payloads[i].len(),
+        payloads[i].as_ref().len(),
         conns[i].matched
     )
+}
+
+/// Writes as much of each payload as the kernel takes without reading any echo, round after
+/// round, until no connection has made progress for `quiet` (or `within` passes). Returns how
+/// much of each payload was written: the state of a crowd of clients that do not read.
+pub fn write_without_reading<P: AsRef<[u8]>>(
+    streams: &[TcpStream],
+    payloads: &[P],
+    quiet: Duration,
+    within: Duration,
+) -> Vec<usize> {
+    let mut written = vec![0usize; streams.len()];
+    for s in streams {
+        s.set_nonblocking(true).expect("O_NONBLOCK");
+    }
+    let start = Instant::now();
+    let mut progress = Instant::now();
+    while progress.elapsed() < quiet && start.elapsed() < within {
+        let mut moved = false;
+        for (i, s) in streams.iter().enumerate() {
+            let payload = payloads[i].as_ref();
+            while written[i] < payload.len() {
+                match (&*s).write(&payload[written[i]..]) {
+                    Ok(n) => {
+                        written[i] += n;
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("connection {i}: write after {} bytes: {e}", written[i]),
+                }
+            }
+        }
+        if moved {
+            progress = Instant::now();
+        } else {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    for s in streams {
+        s.set_nonblocking(false).expect("blocking mode");
+    }
+    written
 }
 
 /// Connects `n` clients one after another. A refused or timed-out connect is retried for up

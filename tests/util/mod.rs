@@ -524,7 +524,7 @@ pub fn for_each_model(models: &[&str], parallel: usize, check: impl Fn(&str) + S
                     failures
                         .lock()
                         .unwrap()
-                        .push(format!("[{model}] {}", panic_message(&payload)));
+                        .push(format!("[{model}] {}", panic_message(&*payload)));
                 }
             });
         }
@@ -541,7 +541,7 @@ pub fn for_each_model(models: &[&str], parallel: usize, check: impl Fn(&str) + S
 
 /// Runs `f`, turning a panic into `Err(message)` (for checks that should report, not abort).
 pub fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_message(&p))
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_message(&*p))
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -618,6 +618,17 @@ impl Rng {
         out.truncate(len);
         out
     }
+}
+
+/// The most a TCP socket's send buffer may autotune to (`net.ipv4.tcp_wmem` max, tcp(7)); 4 MiB
+/// by default. A slow-reader test must send more than this, or a server that never stops
+/// reading could park the whole backlog in its kernel send buffer and look well-behaved.
+pub fn kernel_send_buffer_max() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse::<usize>().ok())
+        .unwrap_or(4 << 20)
+        .min(60 << 20)
 }
 
 /// A seed derived from a name, so each model gets its own stream of bytes.

@@ -1,0 +1,159 @@
+//! Server memory under two crowds: 200 clients that send without reading, and 5,000 idle
+//! connections.
+//!
+//! **Slow readers.** Each of 200 clients sends 1 MiB more than a server socket's send buffer
+//! can hold (see [`util::kernel_send_buffer_max`]; with a bare 1 MiB the kernel absorbs all of
+//! it even for a server with no backpressure, and the test could not fail) and reads nothing.
+//! The contract bounds what the server keeps per connection at `--high-water` (64 KiB) of
+//! pending echo plus one 64 KiB read chunk, so the server's RSS growth must stay under
+//! [`CROWD_BOUND`]; the process models are measured per process. Then every client reads and
+//! must get every byte. Measured on the reference machine (2 cores): 19 to 28 MiB
+//! depending on the model, against 280 MiB for `event-loop` with `--high-water 1GiB`, a server
+//! that buffers without bound.
+//!
+//! **Idle connections.** An idle connection should cost the server its `Conn` and a slab slot,
+//! not a buffer (src/conn.rs: "lazy buffers": reads go into a per-thread scratch buffer and
+//! `pending` is freed when it drains). 5,000 connections are opened, each echoes once, then
+//! they sit idle; the growth of `event-loop`'s RSS per connection is printed and must stay
+//! under [`IDLE_BOUND`] (measured: about 160 bytes). Kernel socket memory is not in RSS, which is the point: this measures
+//! what the application adds.
+
+mod util;
+
+use std::time::Duration;
+
+use util::client::{connect_many, echo_exact, echo_many, echo_many_from, set_timeouts};
+use util::client::{write_without_reading, Finish};
+use util::sys::connect_with_buffers;
+use util::{
+    for_each_model, kernel_send_buffer_max, seed_for, Rng, Server, Watchdog, IO_TIMEOUT, MODELS,
+};
+
+const CROWD: usize = 200;
+
+/// Most RSS growth of any server process while the crowd does not read: 128 KiB per connection
+/// (high-water plus a read chunk) and 32 KiB more for what a connection thread touches of its
+/// stack (thread-per-conn), plus 8 MiB for allocator slack and page-granular accounting.
+const CROWD_BOUND: u64 = CROWD as u64 * (160 << 10) + (8 << 20);
+
+const IDLE: usize = 5000;
+
+/// Most RSS growth per idle `event-loop` connection: the `Conn` (about 150 bytes), its slab
+/// entry, the slab's doubling growth and allocator overhead. A 64 KiB buffer per connection
+/// would exceed it 64 times over.
+const IDLE_BOUND: u64 = 1024;
+
+#[test]
+fn two_hundred_slow_readers_hold_bounded_memory_then_get_every_byte() {
+    let _watchdog = Watchdog::new(
+        "two_hundred_slow_readers_hold_bounded_memory_then_get_every_byte",
+        Duration::from_secs(300),
+    );
+    for_each_model(MODELS, 2, |model| {
+        let server = Server::start(model, &["--workers", "2"]);
+        let mut rng = Rng::new(seed_for(model));
+        let warm = server.connect();
+        echo_exact(&warm, &rng.bytes(256 * 1024)).unwrap();
+        drop(warm);
+        std::thread::sleep(Duration::from_millis(200));
+        let baseline = max_rss(&server);
+
+        // Each client's payload is a different window of one random buffer: distinct bytes per
+        // client (crossed wires would show) without 200 copies in the test's memory.
+        let per_client = (1 << 20) + kernel_send_buffer_max();
+        let stride = 4099;
+        let shared = rng.bytes(per_client + CROWD * stride);
+        let payloads: Vec<&[u8]> = (0..CROWD)
+            .map(|i| &shared[i * stride..i * stride + per_client])
+            .collect();
+        let streams: Vec<_> = (0..CROWD)
+            .map(|_| {
+                let s = connect_with_buffers(server.addr(), 16 * 1024, 16 * 1024).expect("connect");
+                set_timeouts(&s, IO_TIMEOUT).unwrap();
+                s
+            })
+            .collect();
+        let written = write_without_reading(
+            &streams,
+            &payloads,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        );
+        let growth = max_rss(&server).saturating_sub(baseline);
+        let sent: usize = written.iter().sum();
+        eprintln!(
+            "[{model}] {CROWD} slow readers: {} of {} MiB sent before they stalled, server RSS +{} KiB",
+            sent >> 20,
+            (per_client * CROWD) >> 20,
+            growth >> 10
+        );
+        assert!(
+            sent < per_client * CROWD,
+            "every byte was taken without any client reading: the kernel hid the backlog, so this \
+             run proves nothing about the server's memory"
+        );
+        assert!(
+            growth <= CROWD_BOUND,
+            "server RSS grew {} KiB with {CROWD} clients not reading (bound {} KiB)",
+            growth >> 10,
+            CROWD_BOUND >> 10
+        );
+        echo_many_from(
+            streams,
+            &payloads,
+            &written,
+            Finish::HalfClose,
+            Duration::from_secs(120),
+        )
+        .unwrap_or_else(|e| panic!("reading the echoes late: {e}"));
+        server.terminate(Duration::from_secs(30)).assert_clean();
+    });
+}
+
+#[test]
+fn idle_connections_cost_little_memory_event_loop() {
+    let _watchdog = Watchdog::new(
+        "idle_connections_cost_little_memory_event_loop",
+        Duration::from_secs(120),
+    );
+    let server = Server::start("event-loop", &["--max-conns", "12000", "--backlog", "4096"]);
+    let warm = server.connect();
+    echo_exact(&warm, b"warm up\n").unwrap();
+    drop(warm);
+    std::thread::sleep(Duration::from_millis(200));
+    let baseline = server.rss_total();
+    let streams = connect_many(server.addr(), IDLE, Duration::from_secs(60)).unwrap();
+    let payloads: Vec<Vec<u8>> = (0..IDLE)
+        .map(|i| format!("idle {i}\n").into_bytes())
+        .collect();
+    let streams = echo_many(
+        streams,
+        &payloads,
+        Finish::KeepOpen,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let growth = server.rss_total().saturating_sub(baseline);
+    let per_conn = growth / IDLE as u64;
+    eprintln!(
+        "event-loop: {per_conn} bytes of RSS per idle connection ({IDLE} connections, +{} KiB)",
+        growth >> 10
+    );
+    assert!(
+        per_conn <= IDLE_BOUND,
+        "{per_conn} bytes per idle connection (bound {IDLE_BOUND})"
+    );
+    drop(streams);
+    server.terminate(Duration::from_secs(30)).assert_clean();
+}
+
+/// The largest RSS among the server's processes (the only one for the threaded models).
+fn max_rss(server: &Server) -> u64 {
+    server
+        .rss_each()
+        .iter()
+        .map(|&(_, rss)| rss)
+        .max()
+        .unwrap_or(0)
+}
