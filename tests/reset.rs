@@ -23,9 +23,9 @@ fn client_resets_mid_stream_do_not_disturb_other_clients() {
     for_each_model(MODELS, 4, |model| {
         let server = Server::start(model, &[]);
         let mut rng = Rng::new(seed_for(model));
+        let baseline_fds = server.settled_fds();
         let bystander = server.connect();
         echo_exact(&bystander, b"before\n").unwrap();
-        let baseline_fds = server.fd_total();
         for round in 0..6 {
             // Right after connecting (perhaps before the server even accepted).
             reset(server.connect());
@@ -55,13 +55,13 @@ fn client_resets_mid_stream_do_not_disturb_other_clients() {
         let newcomer = server.connect();
         echo_exact(&newcomer, &rng.bytes(500_000)).expect("a new client after the resets");
         drop(newcomer);
-        // The newcomer's close and every reset connection must be gone from the server.
+        // The newcomer, the bystander and every reset connection must be gone from the server.
+        drop(bystander);
         let fds = server.wait_fds(baseline_fds, 2, Duration::from_secs(10));
         assert!(
             fds.abs_diff(baseline_fds) <= 2,
             "descriptors: {fds} now, {baseline_fds} before the resets"
         );
-        drop(bystander);
         server.terminate(Duration::from_secs(20)).assert_clean();
     });
 }

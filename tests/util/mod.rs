@@ -314,6 +314,29 @@ impl Server {
         pids.iter().filter_map(|p| procfs::fd_count(p.pid)).sum()
     }
 
+    /// The server's descriptor count once it has settled: some models create descriptors after
+    /// printing `listening on` (the supervisor's epoll set, timerfd and eventfd), so a count
+    /// taken at once would be too low. Serves one connection, then waits until the count holds
+    /// still for half a second.
+    pub fn settled_fds(&self) -> usize {
+        let warm = self.connect();
+        client::echo_exact(&warm, b"settle\n")
+            .unwrap_or_else(|e| panic!("[{}] warm-up echo: {e}", self.model));
+        drop(warm);
+        let start = Instant::now();
+        let (mut last, mut since) = (self.fd_total(), Instant::now());
+        while since.elapsed() < Duration::from_millis(500)
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = self.fd_total();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+        }
+        last
+    }
+
     /// Polls until `fd_total()` is within `slack` of `target` or `within` passes; returns the
     /// last count.
     pub fn wait_fds(&self, target: usize, slack: usize, within: Duration) -> usize {

@@ -96,6 +96,27 @@ pub fn fd_count(pid: i32) -> Option<usize> {
     Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
+/// What each descriptor of one process points to (`socket:[inode]`, `anon_inode:[eventpoll]`,
+/// ...), for failure messages about leaks.
+pub fn fd_targets(pid: i32) -> Vec<String> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = dir
+        .flatten()
+        .map(|e| {
+            let target = fs::read_link(e.path()).map(|t| t.display().to_string());
+            format!(
+                "{}->{}",
+                e.file_name().to_string_lossy(),
+                target.unwrap_or_default()
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Clock ticks per second for `cpu_ticks` (`sysconf(_SC_CLK_TCK)`). It is 100 on every Linux
 /// ABI the tests run on (USER_HZ is fixed by the kernel ABI, see time(7)).
 pub const CLOCK_TICKS_PER_SEC: u64 = 100;
