@@ -26,12 +26,13 @@
 //!   new data with RST too), and an RST throws away the echo bytes still in our send queue.
 //!   nginx's `lingering_close` exists for exactly this. So we never `shutdown(SHUT_RD)` a
 //!   connection we intend to close gracefully.
-//! - Errors (ECONNRESET, EPIPE, ...) close this connection only.
+//! - Errors (ECONNRESET, EPIPE, ...) close this connection only; so would a panic (a bug).
 
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use log::debug;
+use log::{debug, error};
 use pool::counters::Counter;
 use reactor::{Interest, Shutdown, TcpStream};
 
@@ -230,16 +231,28 @@ impl Conn {
         costly: Costly,
         stats: &Stats,
     ) -> Status {
-        let result = self.serve_inner(scratch, limits, costly, stats);
+        // A panic here would be a bug in this crate, never the client's doing; still, it must
+        // cost one connection, not the thread that serves thousands. AssertUnwindSafe holds
+        // because the connection is closed right after, and the scratch buffers (which a panic
+        // may leave half-swapped) are replaced.
+        let result = panic::catch_unwind(AssertUnwindSafe(|| {
+            self.serve_inner(scratch, limits, costly, stats)
+        }));
         if std::mem::take(&mut self.moved) {
             self.last_active = Instant::now();
         }
         match result {
-            Ok(status) => status,
-            Err(err) => {
+            Ok(Ok(status)) => status,
+            Ok(Err(err)) => {
                 // A reset or broken pipe is the client's business, not the server's: log it
                 // quietly and close this connection only.
                 debug!("closing connection: {err}");
+                stats.errors.incr();
+                Status::Close(CloseReason::Error)
+            }
+            Err(_) => {
+                error!("bug: serving a connection panicked; closing that connection only");
+                *scratch = Scratch::new();
                 stats.errors.incr();
                 Status::Close(CloseReason::Error)
             }
