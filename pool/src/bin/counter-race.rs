@@ -6,13 +6,17 @@
 //! ```
 //!
 //! Each thread is pinned to its own core (when there are enough cores) and all start
-//! together behind a barrier, so the increments really overlap in time: that overlap is what
+//! together (spinning on a flag until the main thread says go), so the increments really overlap in time: that overlap is what
 //! makes the racy counter's load-then-store lose updates (see `pool::counters`). `ns/incr`
 //! is wall-clock time divided by the total number of increments, so it is the cost of one
-//! increment with all threads counting at once; compare it with `--threads 1`.
+//! increment with all threads counting at once; compare it with `--threads 1`. `overlap` is
+//! the share of the run during which all threads were counting at the same time: updates can
+//! only be lost while it is above zero, and on a machine busy with other work the scheduler
+//! may serialize the threads (run with more `--increments` to span more time slices).
 
 use std::process::ExitCode;
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pool::counters::{AtomicCounter, Counter, MutexCounter, RacyCounter, ShardedCounter};
@@ -20,7 +24,7 @@ use pool::{available_cores, spawn_pinned};
 
 const USAGE: &str = "usage: counter-race [--threads N] [--increments M]
   --threads N      threads incrementing at once (default: available cores, at least 2)
-  --increments M   increments per thread (default: 5000000)";
+  --increments M   increments per thread (default: 50000000)";
 
 fn main() -> ExitCode {
     let (threads, increments) = match parse_args(std::env::args().skip(1)) {
@@ -39,8 +43,8 @@ fn main() -> ExitCode {
         available_cores()
     );
     println!(
-        "{:<8} {:>14} {:>14} {:>14} {:>9} {:>9}",
-        "counter", "expected", "observed", "lost", "lost %", "ns/incr"
+        "{:<8} {:>14} {:>14} {:>14} {:>9} {:>9} {:>9}",
+        "counter", "expected", "observed", "lost", "lost %", "ns/incr", "overlap"
     );
     let rows = [
         race(RacyCounter::new(), threads, increments),
@@ -60,6 +64,8 @@ struct Row {
     expected: u64,
     observed: u64,
     elapsed: Duration,
+    /// The fraction of the run during which every thread was counting at once.
+    overlap: f64,
 }
 
 impl Row {
@@ -68,8 +74,14 @@ impl Row {
         let lost_percent = 100.0 * lost as f64 / self.expected.max(1) as f64;
         let ns_per_incr = self.elapsed.as_nanos() as f64 / self.expected.max(1) as f64;
         println!(
-            "{:<8} {:>14} {:>14} {:>14} {:>8.2}% {:>9.2}",
-            self.name, self.expected, self.observed, lost, lost_percent, ns_per_incr
+            "{:<8} {:>14} {:>14} {:>14} {:>8.2}% {:>9.2} {:>8.0}%",
+            self.name,
+            self.expected,
+            self.observed,
+            lost,
+            lost_percent,
+            ns_per_incr,
+            100.0 * self.overlap
         );
     }
 }
@@ -78,32 +90,61 @@ impl Row {
 /// at once, and reports the total against the expected count.
 fn race<C: Counter + 'static>(counter: C, threads: usize, increments: u64) -> Row {
     let counter = Arc::new(counter);
-    // The main thread takes part in the barrier so it can start the clock when all go.
-    let start = Arc::new(Barrier::new(threads + 1));
+    // Every thread checks in, then spins until the main thread says go: a spinning start is
+    // tighter than waking threads from a barrier one by one, so the loops really overlap.
+    let ready = Arc::new(AtomicUsize::new(0));
+    let go = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = (0..threads)
         .map(|index| {
-            let counter = Arc::clone(&counter);
-            let start = Arc::clone(&start);
+            let (counter, ready, go) = (Arc::clone(&counter), Arc::clone(&ready), Arc::clone(&go));
             let name = format!("race-{}-{index}", counter.name());
             spawn_pinned(name, index, index < available_cores(), move || {
-                start.wait();
+                ready.fetch_add(1, Ordering::AcqRel);
+                while !go.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+                let started = Instant::now();
                 for _ in 0..increments {
                     counter.incr();
                 }
+                (started, Instant::now())
             })
             .expect("spawn a counting thread")
         })
         .collect();
-    start.wait();
-    let began = Instant::now();
-    for handle in handles {
-        handle.join().expect("a counting thread panicked");
+    while ready.load(Ordering::Acquire) < threads {
+        std::thread::yield_now();
     }
+    go.store(true, Ordering::Release);
+    let began = Instant::now();
+    let spans: Vec<(Instant, Instant)> = handles
+        .into_iter()
+        .map(|handle| handle.join().expect("a counting thread panicked"))
+        .collect();
     Row {
         name: counter.name(),
         expected: threads as u64 * increments,
         observed: counter.get(),
         elapsed: began.elapsed(),
+        overlap: overlap(&spans),
+    }
+}
+
+/// How much of the whole run (first start to last end) had all threads counting at once
+/// (last start to first end). Lost updates need overlap: on a busy machine the scheduler may
+/// run the threads one after the other, and then even the racy counter comes out exact.
+fn overlap(spans: &[(Instant, Instant)]) -> f64 {
+    let first_start = spans.iter().map(|s| s.0).min();
+    let last_start = spans.iter().map(|s| s.0).max();
+    let first_end = spans.iter().map(|s| s.1).min();
+    let last_end = spans.iter().map(|s| s.1).max();
+    match (first_start, last_start, first_end, last_end) {
+        (Some(first_start), Some(last_start), Some(first_end), Some(last_end)) => {
+            let together = first_end.saturating_duration_since(last_start);
+            let whole = last_end.duration_since(first_start);
+            together.as_secs_f64() / whole.as_secs_f64().max(f64::MIN_POSITIVE)
+        }
+        _ => 0.0,
     }
 }
 
@@ -111,7 +152,7 @@ fn race<C: Counter + 'static>(counter: C, threads: usize, increments: u64) -> Ro
 /// `--help` was asked for.
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<(usize, u64)>, String> {
     let mut threads = available_cores().max(2);
-    let mut increments: u64 = 5_000_000;
+    let mut increments: u64 = 50_000_000;
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
         let (flag, inline_value) = match arg.split_once('=') {
