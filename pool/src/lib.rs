@@ -47,9 +47,11 @@
 //! # Correctness evidence
 //!
 //! `tests/ring.rs` (crossbeam-style: smoke, laps, spsc, mpmc with exact accounting, FIFO per
-//! producer, drops), `tests/ring_model.rs` (proptest against `VecDeque`), `tests/loom.rs`
-//! (model-checked with `RUSTFLAGS="--cfg loom"`; see [`ring`'s teaching switch](Ring) for the
-//! deliberate bug loom catches), `tests/pool.rs` and `tests/counters.rs`.
+//! producer, drops), `tests/ring_model.rs` (proptest against `VecDeque`), `tests/blocking.rs`
+//! (parking and waking with real threads), `tests/loom.rs` (model-checked with
+//! `RUSTFLAGS="--cfg loom"`; see [`Ring`]'s "Teaching switch" for the deliberate bug loom
+//! catches, and `blocking.rs` for the lost wakeup it found for real), `tests/pool.rs` and
+//! `tests/counters.rs`.
 //!
 //! # Unsafe code
 //!
