@@ -159,3 +159,21 @@ fn a_client_still_reading_its_echo_is_not_idle() {
         server.terminate(Duration::from_secs(20)).assert_clean();
     });
 }
+
+#[test]
+fn a_request_that_takes_longer_than_the_idle_timeout_is_answered() {
+    let _watchdog = Watchdog::new(
+        "a_request_that_takes_longer_than_the_idle_timeout_is_answered",
+        Duration::from_secs(120),
+    );
+    for_each_model(MODELS, 4, |model| {
+        // While the server burns 1 s of CPU on our request, no byte moves either way; the
+        // connection is busy, not idle, and the answer must arrive.
+        let server = Server::start(model, &["--idle-timeout", "0.5", "--protocol", "lines"]);
+        let c = server.connect();
+        echo_exact(&c, b"WORK 1000000 one second\n").unwrap();
+        echo_exact(&c, b"and again\n").unwrap();
+        drop(c);
+        server.terminate(Duration::from_secs(20)).assert_clean();
+    });
+}

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use reactor::Signal;
-use util::client::{connect, expect_closed, expect_open, set_timeouts};
+use util::client::{connect, echo_until_server_closes, expect_closed, expect_open, set_timeouts};
 use util::sys::connect_with_buffers;
 use util::{for_each_model, seed_for, Rng, Server, Watchdog, IO_TIMEOUT, MODELS};
 
@@ -151,6 +151,52 @@ fn mid_transfer_sigterm(model: &str, size: usize, sending: Sending) {
             "bytes the clients received vs bytes the server wrote (read {bytes_in})"
         );
     }
+}
+
+#[test]
+fn sigterm_under_load_of_a_hundred_streaming_clients() {
+    let _watchdog = Watchdog::new(
+        "sigterm_under_load_of_a_hundred_streaming_clients",
+        Duration::from_secs(240),
+    );
+    for_each_model(MODELS, 2, |model| {
+        let server = Server::start(model, &["--drain-timeout", "20"]);
+        let mut rng = Rng::new(seed_for(model) ^ 100);
+        let shared = rng.bytes((8 << 20) + 100 * 4099);
+        let payloads: Vec<&[u8]> = (0..100)
+            .map(|i| &shared[i * 4099..i * 4099 + (8 << 20)])
+            .collect();
+        let streams: Vec<_> = (0..100).map(|_| server.connect()).collect();
+        let got = std::thread::scope(|s| {
+            let clients =
+                s.spawn(|| echo_until_server_closes(streams, &payloads, Duration::from_secs(60)));
+            std::thread::sleep(Duration::from_millis(150));
+            server.signal(Signal::Terminate);
+            clients.join().unwrap()
+        });
+        // Each count is a verified prefix; together they must be all the server wrote.
+        let got = got.unwrap();
+        let total: u64 = got.iter().map(|&n| n as u64).sum();
+        let complete = got.iter().filter(|&&n| n == 8 << 20).count();
+        eprintln!(
+            "[{model}] SIGTERM under load: {} MiB echoed, {complete} of 100 complete",
+            total >> 20
+        );
+        assert!(total > 0, "no echo at all before the signal");
+        assert!(
+            complete < 100,
+            "every echo completed before the signal: nothing was cut"
+        );
+        let exit = server.wait_exit(Duration::from_secs(30));
+        exit.assert_clean();
+        if model != "process-per-conn" {
+            assert_eq!(
+                total,
+                exit.final_sum("bytes_out"),
+                "bytes received vs bytes the server wrote"
+            );
+        }
+    });
 }
 
 #[test]

@@ -127,6 +127,10 @@ pub enum Finish {
     HalfClose,
     /// Keep the connection open; it is done when its whole echo has arrived.
     KeepOpen,
+    /// Half-close after writing, as `HalfClose`, but the server may end the connection early
+    /// (a shutdown drain): EOF or a reset at any point ends it, and what arrived must be a
+    /// prefix of the payload. A failed write just stops the writing.
+    UntilServerCloses,
 }
 
 /// Sends `payloads[i]` on `streams[i]` and checks every echo byte for byte, all connections
@@ -151,6 +155,42 @@ pub fn echo_many_from<P: AsRef<[u8]>>(
     finish: Finish,
     within: Duration,
 ) -> Result<Vec<TcpStream>, String> {
+    let conns = drive(streams, payloads, written, finish, within)?;
+    Ok(conns
+        .into_iter()
+        .map(|c| {
+            c.stream.set_nonblocking(false).expect("blocking mode");
+            c.stream
+        })
+        .collect())
+}
+
+/// [`echo_many`] with [`Finish::UntilServerCloses`]: returns how many echoed bytes each
+/// connection received (each a checked prefix of its payload) before the server ended it.
+pub fn echo_until_server_closes<P: AsRef<[u8]>>(
+    streams: Vec<TcpStream>,
+    payloads: &[P],
+    within: Duration,
+) -> Result<Vec<usize>, String> {
+    let written = vec![0; streams.len()];
+    let conns = drive(
+        streams,
+        payloads,
+        &written,
+        Finish::UntilServerCloses,
+        within,
+    )?;
+    Ok(conns.iter().map(|c| c.matched).collect())
+}
+
+/// The epoll loop behind [`echo_many`] and [`echo_until_server_closes`].
+fn drive<P: AsRef<[u8]>>(
+    streams: Vec<TcpStream>,
+    payloads: &[P],
+    written: &[usize],
+    finish: Finish,
+    within: Duration,
+) -> Result<Vec<Pending>, String> {
     assert_eq!(streams.len(), payloads.len());
     assert_eq!(streams.len(), written.len());
     let epoll = Epoll::new().expect("epoll_create1");
@@ -198,13 +238,7 @@ pub fn echo_many_from<P: AsRef<[u8]>>(
             }
         }
     }
-    Ok(conns
-        .into_iter()
-        .map(|c| {
-            c.stream.set_nonblocking(false).expect("blocking mode");
-            c.stream
-        })
-        .collect())
+    Ok(conns)
 }
 
 /// One connection's progress inside [`echo_many`].
@@ -231,15 +265,22 @@ impl Pending {
             match (&self.stream).write(&payload[self.written..]) {
                 Ok(n) => self.written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) if finish == Finish::UntilServerCloses => {
+                    // The server has gone (EPIPE, ECONNRESET): read what it sent.
+                    self.written = payload.len();
+                    break;
+                }
                 Err(e) => return Err(format!("write after {} bytes: {e}", self.written)),
             }
         }
         if self.writing && self.written == payload.len() {
             self.writing = false;
-            if finish == Finish::HalfClose {
-                self.stream
-                    .shutdown(Shutdown::Write)
-                    .map_err(|e| format!("shutdown: {e}"))?;
+            if finish != Finish::KeepOpen {
+                let shut = self.stream.shutdown(Shutdown::Write);
+                // After a reset there is nothing left to shut down.
+                if finish == Finish::HalfClose {
+                    shut.map_err(|e| format!("shutdown: {e}"))?;
+                }
             }
             epoll
                 .modify(&self.stream, Token(self.index), Interest::READABLE)
@@ -248,6 +289,10 @@ impl Pending {
         loop {
             match (&self.stream).read(buf) {
                 Ok(0) if self.matched == payload.len() && finish == Finish::HalfClose => {
+                    self.done = true;
+                    return Ok(());
+                }
+                Ok(0) if finish == Finish::UntilServerCloses => {
                     self.done = true;
                     return Ok(());
                 }
@@ -273,6 +318,13 @@ impl Pending {
                     self.matched += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e)
+                    if e.kind() == io::ErrorKind::ConnectionReset
+                        && finish == Finish::UntilServerCloses =>
+                {
+                    self.done = true;
+                    return Ok(());
+                }
                 Err(e) => return Err(format!("read after {} echoed bytes: {e}", self.matched)),
             }
         }
