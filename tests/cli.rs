@@ -1,0 +1,50 @@
+//! Command-line errors: a bad flag is refused at once with exit status 2 and a message naming
+//! it, before anything is bound or announced (`listening on` must never be printed for a
+//! server that is not going to serve).
+
+mod util;
+
+use std::time::Duration;
+
+use util::{run_to_exit, Watchdog};
+
+#[test]
+fn bad_flags_exit_2_with_a_message() {
+    let _watchdog = Watchdog::new("bad_flags_exit_2_with_a_message", Duration::from_secs(120));
+    let cases: &[(&[&str], &str)] = &[
+        (&["--model", "no-such-model"], "no-such-model"),
+        (&["--high-water", "1"], "high-water"),
+        (&["--max-line", "0"], "max-line"),
+        (&["--max-conns", "0"], "max-conns"),
+        (&["--workers", "0"], "workers"),
+        (&["--idle-timeout=-1"], "idle-timeout"),
+        (&["--drain-timeout", "nan"], "drain-timeout"),
+        (&["--ring-capacity", "1"], "ring-capacity"),
+        (&["--bind", "not-an-address"], "not-an-address"),
+        (&["--protocol", "http"], "http"),
+    ];
+    for (args, mention) in cases {
+        // Never the default port: a flag that is wrongly accepted must not collide.
+        let mut argv = args.to_vec();
+        if !args.contains(&"--bind") {
+            argv.extend_from_slice(&["--bind", "127.0.0.1:0"]);
+        }
+        let out = run_to_exit(&argv, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: status {:?}, stderr: {stderr}",
+            out.status
+        );
+        assert!(
+            stderr.contains(mention),
+            "{args:?}: the message should name `{mention}`: {stderr}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?} printed {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
