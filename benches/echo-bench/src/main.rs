@@ -62,6 +62,7 @@ struct RunArgs {
     threads: usize,
     /// Open loop: total messages per second on a fixed schedule (latency counted from the
     /// scheduled send time, so a slow server cannot hide behind a slowed-down generator).
+    /// `--greedy` connections stay closed loop; the rate is shared by the others.
     #[arg(long)]
     rate: Option<f64>,
     /// Extra connections held idle during the run (each echoes one message first).

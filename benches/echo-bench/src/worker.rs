@@ -350,11 +350,15 @@ impl<'a> Worker<'a> {
             return;
         }
         while conn.in_flight() < cfg.depth && now < times.measure_end {
+            // Greedy clients hog: they stay closed loop even under `--rate`, which schedules
+            // the cheap clients only (the greedy-neighbour experiment needs a steady, light
+            // cheap load, so their latency shows the neighbour and not our own queueing).
             let sent_at = match cfg.rate {
+                Some(_) if greedy => now,
                 None => now,
                 Some(rate) => {
-                    let due =
-                        scheduled(times.start, rate, cfg.conns, conn.global_idx, conn.enqueued);
+                    let cheap = cfg.conns - cfg.greedy;
+                    let due = scheduled(times.start, rate, cheap, conn.global_idx, conn.enqueued);
                     if due > now || due >= times.measure_end {
                         break;
                     }
@@ -541,8 +545,9 @@ fn record_latency(result: &mut WorkerResult, echo: &InFlight, latency: Duration)
     }
 }
 
-/// Open loop: the instant message `k` of connection `global_idx` is due. Each connection sends
-/// `rate / conns` messages per second, the connections' schedules evenly staggered.
+/// Open loop: the instant message `k` of connection `global_idx` is due. Each of the `conns`
+/// scheduled (cheap) connections sends `rate / conns` messages per second, the connections'
+/// schedules evenly staggered.
 fn scheduled(start: Instant, rate: f64, conns: usize, global_idx: usize, k: u64) -> Instant {
     let per_conn = rate / conns as f64;
     let phase = global_idx as f64 / conns as f64;
