@@ -200,6 +200,37 @@ fn sigterm_under_load_of_a_hundred_streaming_clients() {
 }
 
 #[test]
+fn sigterm_during_a_costly_request_still_answers_everything_read() {
+    let _watchdog = Watchdog::new(
+        "sigterm_during_a_costly_request_still_answers_everything_read",
+        Duration::from_secs(120),
+    );
+    for_each_model(MODELS, 4, |model| {
+        // The server reads the whole pipeline in one go, starts the 700 ms WORK, and gets the
+        // signal while burning. Every line it has read is a request it must answer: the WORK
+        // and the two lines behind it (reactor-offload keeps those aside while a worker runs
+        // the WORK), then FIN.
+        let server = Server::start(model, &["--protocol", "lines", "--drain-timeout", "20"]);
+        let c = server.connect();
+        let pipeline = b"first\nWORK 700000 slow\nsecond\nthird\n";
+        (&c).write_all(pipeline).unwrap();
+        let mut first = [0u8; 6];
+        (&c).read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"first\n");
+        std::thread::sleep(Duration::from_millis(200));
+        server.signal(Signal::Terminate);
+        let rest = util::client::read_to_eof(&c).expect("the rest, then EOF");
+        assert_eq!(
+            String::from_utf8_lossy(&rest),
+            "WORK 700000 slow\nsecond\nthird\n",
+            "requests read before the signal must all be answered"
+        );
+        drop(c);
+        server.wait_exit(Duration::from_secs(30)).assert_clean();
+    });
+}
+
+#[test]
 fn sigint_with_idle_clients_exits_promptly() {
     let _watchdog = Watchdog::new(
         "sigint_with_idle_clients_exits_promptly",
