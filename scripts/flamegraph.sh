@@ -16,7 +16,7 @@
 #   4. after the warm-up, records the server with
 #      `perf record -e cpu-clock -F 999 --call-graph dwarf -p PID -- sleep S`
 #      (cpu-clock is a software event: it works in VMs where hardware counters do not;
-#      `--call-graph fp` walks the frame pointers instead: 30x less data, no inlined frames);
+#      `--call-graph fp` walks frame pointers instead: 30x less data, but stacks stop at glibc);
 #   5. stops the server with SIGTERM and prints its final stats line, whose `syscalls_per_msg`
 #      field is the server's own count of the syscalls the flamegraph shows (docs/profiling.md);
 #   6. writes flame-M.svg with inferno (perf script | inferno-collapse-perf | inferno-flamegraph).
