@@ -42,10 +42,9 @@ pub fn line(
         extra.push(("wakeups", pool.wakeups.to_string()));
     }
     if reactor::syscalls::is_enabled() {
-        extra.push((
-            "syscalls_per_msg",
-            syscalls_per_message(stats.messages_total()),
-        ));
+        let futex_wakes = pool.map_or(0, |p| p.wakeups);
+        let per_msg = syscalls_per_message(stats.messages_total(), futex_wakes);
+        extra.push(("syscalls_per_msg", per_msg));
     }
     stats.line(&extra)
 }
@@ -60,19 +59,23 @@ pub fn print_final(
     println!("{} final=1", line(settings, stats, listener, pool));
 }
 
-fn syscalls_per_message(messages: u64) -> String {
+/// `futex_wakes` are the pool's wakeups of parked workers (each a `futex(FUTEX_WAKE)`), which
+/// the pool counts itself because `reactor` never sees them.
+fn syscalls_per_message(messages: u64, futex_wakes: u64) -> String {
     let counts = reactor::syscalls::snapshot();
     let per = |n: u64| n as f64 / messages.max(1) as f64;
     let mut out = String::new();
     let _ = write!(
         out,
-        "epoll_wait:{:.2},epoll_ctl:{:.2},accept:{:.2},read:{:.2},write:{:.2},wake:{:.2}",
+        "epoll_wait:{:.2},epoll_ctl:{:.2},accept:{:.2},read:{:.2},write:{:.2},wake:{:.2},\
+         futex_wake:{:.2}",
         per(counts.epoll_wait),
         per(counts.epoll_ctl),
         per(counts.accept),
         per(counts.read),
         per(counts.write),
         per(counts.wake),
+        per(futex_wakes),
     );
     out
 }
