@@ -48,15 +48,7 @@ fn out_of_descriptors_the_server_sheds_load_without_spinning_and_recovers() {
             .args(&["--workers", "2"])
             .start();
 
-        // Fill: add verified clients until one is not served.
-        let mut good = Vec::new();
-        let rejected = loop {
-            let c = server.connect();
-            if good.len() >= 200 || !echoes_within(&c, Duration::from_secs(2)) {
-                break c;
-            }
-            good.push(c);
-        };
+        let (mut good, rejected) = fill(&server);
         assert!(
             good.len() >= 8,
             "only {} clients served before running out",
@@ -96,21 +88,7 @@ fn out_of_descriptors_the_server_sheds_load_without_spinning_and_recovers() {
         drop(flood);
         drop(rejected);
         good.truncate(good.len() - 6);
-        let start = Instant::now();
-        let mut newcomers = Vec::new();
-        while newcomers.len() < 3 {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "only {} newcomers served 15 s after 6 clients left",
-                newcomers.len()
-            );
-            let c = server.connect();
-            if echoes_within(&c, Duration::from_secs(2)) {
-                newcomers.push(c);
-            } else {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
+        let newcomers = newcomers(&server, 3);
         for (i, c) in good.iter().enumerate() {
             echo_exact(c, b"after recovery\n")
                 .unwrap_or_else(|e| panic!("client {i} after recovery: {e}"));
@@ -127,6 +105,39 @@ fn out_of_descriptors_the_server_sheds_load_without_spinning_and_recovers() {
             );
         }
     });
+}
+
+/// Adds verified clients until one is not served; returns the served ones and the first
+/// that was not.
+fn fill(server: &Server) -> (Vec<TcpStream>, TcpStream) {
+    let mut good = Vec::new();
+    loop {
+        let c = server.connect();
+        if good.len() >= 200 || !echoes_within(&c, Duration::from_secs(2)) {
+            return (good, c);
+        }
+        good.push(c);
+    }
+}
+
+/// Connects until `n` newcomers are served, retrying for up to 15 s.
+fn newcomers(server: &Server, n: usize) -> Vec<TcpStream> {
+    let start = Instant::now();
+    let mut served = Vec::new();
+    while served.len() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "only {} newcomers served 15 s after 6 clients left",
+            served.len()
+        );
+        let c = server.connect();
+        if echoes_within(&c, Duration::from_secs(2)) {
+            served.push(c);
+        } else {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    served
 }
 
 /// True if a short message is echoed within `within`.

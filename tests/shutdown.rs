@@ -115,8 +115,19 @@ fn mid_transfer_sigterm(model: &str, size: usize, sending: Sending) {
             .map(|r| r.join().unwrap())
             .collect::<Vec<_>>()
     });
+    let total = check_prefixes(&received, &payloads, mark);
+    for (i, stream) in idle.iter().enumerate() {
+        expect_closed(stream, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("idle client {i}: {e}"));
+    }
+    drop((idle, busy));
+    check_drained_exit(model, server.wait_exit(Duration::from_secs(30)), total);
+}
+
+/// Each busy client got at least `mark` bytes, all a prefix of what it sent; returns the sum.
+fn check_prefixes(received: &[Vec<u8>], payloads: &[Vec<u8>], mark: usize) -> u64 {
     let mut total = 0;
-    for (i, (got, payload)) in received.iter().zip(&payloads).enumerate() {
+    for (i, (got, payload)) in received.iter().zip(payloads).enumerate() {
         assert!(
             got.len() >= mark,
             "busy client {i} got only {} bytes",
@@ -128,12 +139,11 @@ fn mid_transfer_sigterm(model: &str, size: usize, sending: Sending) {
         );
         total += got.len() as u64;
     }
-    for (i, stream) in idle.iter().enumerate() {
-        expect_closed(stream, Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("idle client {i}: {e}"));
-    }
-    drop((idle, busy));
-    let exit = server.wait_exit(Duration::from_secs(30));
+    total
+}
+
+/// Exit 0, one final line per serving process, and every byte written reached a client.
+fn check_drained_exit(model: &str, exit: util::Exit, received: u64) {
     exit.assert_clean();
     let finals = exit.final_stats().len();
     let want = if model == "prefork" { 2 } else { 1 };
@@ -147,7 +157,7 @@ fn mid_transfer_sigterm(model: &str, size: usize, sending: Sending) {
             "wrote {bytes_out} bytes, read only {bytes_in}"
         );
         assert_eq!(
-            total, bytes_out,
+            received, bytes_out,
             "bytes the clients received vs bytes the server wrote (read {bytes_in})"
         );
     }

@@ -100,20 +100,7 @@ fn soak(model: &str, length: Duration) {
                 let (server, failures, counts) = (&server, &failures, &counts);
                 s.spawn(move || {
                     let mut rng = Rng::new(seed_for(model) ^ (t << 32));
-                    let start = Instant::now();
-                    let mut round = 0u64;
-                    while start.elapsed() < length {
-                        let pick = rng.below(BEHAVIOURS.len() as u64) as usize;
-                        let behaviour = BEHAVIOURS[pick];
-                        counts[pick].fetch_add(1, Ordering::Relaxed);
-                        if let Err(e) = run(server, behaviour, &mut rng) {
-                            failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("client {t} round {round} {behaviour:?}: {e}"));
-                        }
-                        round += 1;
-                    }
+                    client_loop(server, t, &mut rng, length, failures, counts)
                 })
             })
             .collect();
@@ -144,6 +131,35 @@ fn soak(model: &str, length: Duration) {
         counts.iter().all(|n| n.load(Ordering::Relaxed) > 0),
         "some behaviour never ran: {summary:?}"
     );
+    let peak = peak_rss.load(Ordering::Relaxed);
+    check_afterwards(server, baseline_fds, baseline_rss, peak);
+}
+
+/// One client thread: random behaviours until `length` has passed.
+fn client_loop(
+    server: &Server,
+    t: u64,
+    rng: &mut Rng,
+    length: Duration,
+    failures: &Mutex<Vec<String>>,
+    counts: &[AtomicU64],
+) {
+    let start = Instant::now();
+    let mut round = 0u64;
+    while start.elapsed() < length {
+        let pick = rng.below(BEHAVIOURS.len() as u64) as usize;
+        let behaviour = BEHAVIOURS[pick];
+        counts[pick].fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = run(server, behaviour, rng) {
+            let mut failures = failures.lock().unwrap();
+            failures.push(format!("client {t} round {round} {behaviour:?}: {e}"));
+        }
+        round += 1;
+    }
+}
+
+/// No descriptor leaked, RSS stayed bounded, and a clean exit.
+fn check_afterwards(server: Server, baseline_fds: usize, baseline_rss: u64, peak_rss: u64) {
     let fds = server.wait_fds(baseline_fds, 2, Duration::from_secs(10));
     assert!(
         fds.abs_diff(baseline_fds) <= 2,
@@ -154,9 +170,7 @@ fn soak(model: &str, length: Duration) {
             .map(|p| util::procfs::fd_targets(p.pid))
             .collect::<Vec<_>>()
     );
-    let growth = peak_rss
-        .load(Ordering::Relaxed)
-        .saturating_sub(baseline_rss);
+    let growth = peak_rss.saturating_sub(baseline_rss);
     assert!(
         growth <= RSS_BOUND,
         "RSS grew {} KiB during the soak (bound {} KiB)",
@@ -214,6 +228,13 @@ fn run(server: &Server, behaviour: Behaviour, rng: &mut Rng) -> Result<(), Strin
             })?;
             finish(&c)
         }
+        _ => faulty(c, behaviour, rng),
+    }
+}
+
+/// The fault behaviours: only the server's answer (or its end of the connection) is checked.
+fn faulty(c: TcpStream, behaviour: Behaviour, rng: &mut Rng) -> Result<(), String> {
+    match behaviour {
         Behaviour::Reset => {
             if rng.below(2) == 0 {
                 let n = 1 + rng.below(50) as usize;
@@ -261,6 +282,7 @@ fn run(server: &Server, behaviour: Behaviour, rng: &mut Rng) -> Result<(), Strin
             drop(c); // unread echo: the kernel answers with RST
             Ok(())
         }
+        _ => unreachable!("{behaviour:?} is well-behaved"),
     }
 }
 

@@ -254,6 +254,7 @@ struct Pending {
 }
 
 impl Pending {
+    /// Writes what the socket takes, then reads and checks what has arrived.
     fn step(
         &mut self,
         epoll: &Epoll,
@@ -261,6 +262,13 @@ impl Pending {
         finish: Finish,
         buf: &mut [u8],
     ) -> Result<(), String> {
+        self.write_some(epoll, payload, finish)?;
+        self.read_some(payload, finish, buf)
+    }
+
+    /// Writes until EAGAIN; after the last byte, half-closes (unless `KeepOpen`) and stops
+    /// asking for writability.
+    fn write_some(&mut self, epoll: &Epoll, payload: &[u8], finish: Finish) -> Result<(), String> {
         while self.writing && self.written < payload.len() {
             match (&self.stream).write(&payload[self.written..]) {
                 Ok(n) => self.written += n,
@@ -286,6 +294,12 @@ impl Pending {
                 .modify(&self.stream, Token(self.index), Interest::READABLE)
                 .map_err(|e| format!("epoll_ctl(MOD): {e}"))?;
         }
+        Ok(())
+    }
+
+    /// Reads until EAGAIN, checking each byte against the payload; marks the connection done
+    /// at the EOF (or the full echo) that `finish` expects.
+    fn read_some(&mut self, payload: &[u8], finish: Finish, buf: &mut [u8]) -> Result<(), String> {
         loop {
             match (&self.stream).read(buf) {
                 Ok(0) if self.matched == payload.len() && finish == Finish::HalfClose => {
