@@ -154,3 +154,26 @@ fn slow_reader(server: &Server, seed: u64) -> Seen {
         }
     })
 }
+
+#[test]
+fn extreme_high_water_marks_still_echo_every_byte() {
+    let _watchdog = Watchdog::new(
+        "extreme_high_water_marks_still_echo_every_byte",
+        Duration::from_secs(180),
+    );
+    // `--high-water 2` (low water 0) pauses reading after nearly every partial write and
+    // resumes only when everything is flushed: a resume that is never scheduled would hang
+    // here. 16 MiB hardly ever pauses.
+    for_each_model(MODELS, 4, |model| {
+        for high_water in ["2", "16777216"] {
+            let server = Server::start(model, &["--high-water", high_water]);
+            let payload = Rng::new(seed_for(model)).bytes(3 << 20);
+            let stream = connect_with_buffers(server.addr(), 8 * 1024, 8 * 1024).expect("connect");
+            set_timeouts(&stream, IO_TIMEOUT).unwrap();
+            echo_exact(&stream, &payload)
+                .unwrap_or_else(|e| panic!("--high-water {high_water}: {e}"));
+            drop(stream);
+            server.terminate(Duration::from_secs(20)).assert_clean();
+        }
+    });
+}
