@@ -8,17 +8,22 @@
 //!
 //! # Layout
 //! - this file: [`Server`] (spawn, `listening on`, SIGTERM and exit stats, SIGKILL on drop),
-//!   [`Stats`], [`for_each_model`], [`Watchdog`], [`Rng`].
+//!   [`Stats`], [`for_each_model`], [`Watchdog`].
 //! - [`client`]: client sockets, byte-exact echo checks, and [`client::Swarm`], an epoll-driven
 //!   client that verifies thousands of connections from one thread.
 //! - [`procfs`]: process tree, RSS, descriptor counts and CPU time from `/proc`.
+//! - `rng`: [`Rng`], a seeded SplitMix64, so every run sends the same bytes.
 //! - `sys`: the only `unsafe` of the tests (pre-exec limits, pre-connect socket options).
 
 #![allow(dead_code)] // Each test binary uses a different subset of the helpers.
 
 pub mod client;
 pub mod procfs;
+mod rng;
 pub mod sys;
+
+#[allow(unused_imports)] // Re-exported for the test files; not every one of them uses it.
+pub use rng::{seed_for, Rng};
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
@@ -606,43 +611,6 @@ impl Drop for Watchdog {
     }
 }
 
-/// SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators",
-/// 2014): a tiny seeded generator, so that every run sends the same bytes and a failure can
-/// be replayed.
-#[derive(Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a fixed seed.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0; the modulo bias is irrelevant for tests).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// `len` random bytes.
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            out.extend_from_slice(&self.next_u64().to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
-}
-
 /// The most a TCP socket's send buffer may autotune to (`net.ipv4.tcp_wmem` max, tcp(7)); 4 MiB
 /// by default. A slow-reader test must send more than this, or a server that never stops
 /// reading could park the whole backlog in its kernel send buffer and look well-behaved.
@@ -652,12 +620,4 @@ pub fn kernel_send_buffer_max() -> usize {
         .and_then(|s| s.split_whitespace().nth(2)?.parse::<usize>().ok())
         .unwrap_or(4 << 20)
         .min(60 << 20)
-}
-
-/// A seed derived from a name, so each model gets its own stream of bytes.
-pub fn seed_for(name: &str) -> u64 {
-    // FNV-1a: stable across runs and Rust versions, unlike `DefaultHasher`.
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
