@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use util::client::{connect_many, echo_many, Finish};
-use util::{seed_for, Rng, Server, Watchdog};
+use util::{ensure_nofile, seed_for, Rng, Server, Watchdog};
 
 const CONNS: usize = 10_000;
 
@@ -41,12 +41,7 @@ fn ten_thousand(model: &str) {
         &format!("ten_thousand_connections {model}"),
         Duration::from_secs(240),
     );
-    let (soft, _) = reactor::process::nofile_limit().unwrap();
-    assert!(
-        soft >= CONNS as u64 + 500,
-        "the test needs RLIMIT_NOFILE >= {}, has {soft}",
-        CONNS + 500
-    );
+    ensure_nofile(CONNS as u64 + 500);
     let server = Server::start(
         model,
         &[

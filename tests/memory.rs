@@ -26,7 +26,8 @@ use util::client::{connect_many, echo_exact, echo_many, echo_many_from, set_time
 use util::client::{write_without_reading, Finish};
 use util::sys::connect_with_buffers;
 use util::{
-    for_each_model, kernel_send_buffer_max, seed_for, Rng, Server, Watchdog, IO_TIMEOUT, MODELS,
+    ensure_nofile, for_each_model, kernel_send_buffer_max, seed_for, Rng, Server, Watchdog,
+    IO_TIMEOUT, MODELS,
 };
 
 const CROWD: usize = 200;
@@ -116,6 +117,7 @@ fn idle_connections_cost_little_memory_event_loop() {
         "idle_connections_cost_little_memory_event_loop",
         Duration::from_secs(120),
     );
+    ensure_nofile(IDLE as u64 + 500);
     let server = Server::start("event-loop", &["--max-conns", "12000", "--backlog", "4096"]);
     let warm = server.connect();
     echo_exact(&warm, b"warm up\n").unwrap();

@@ -611,6 +611,17 @@ impl Drop for Watchdog {
     }
 }
 
+/// Raises this test process's soft RLIMIT_NOFILE to its hard limit (as the server does at
+/// start) and panics, saying why, if that still leaves fewer than `needed` descriptors.
+pub fn ensure_nofile(needed: u64) {
+    let soft = reactor::process::raise_nofile_limit().expect("raise RLIMIT_NOFILE");
+    assert!(
+        soft >= needed,
+        "this test holds {needed} client sockets but RLIMIT_NOFILE allows {soft}; \
+         raise the hard limit (ulimit -Hn) to run it"
+    );
+}
+
 /// The most a TCP socket's send buffer may autotune to (`net.ipv4.tcp_wmem` max, tcp(7)); 4 MiB
 /// by default. A slow-reader test must send more than this, or a server that never stops
 /// reading could park the whole backlog in its kernel send buffer and look well-behaved.
