@@ -52,6 +52,11 @@ pub const TICK: Token = Token(3);
 /// Connection tokens start here: token = `CONN_BASE + slab key`.
 pub const CONN_BASE: u64 = 16;
 
+/// Prefix of the pool's worker threads: `rawloop-pool-<i>`. Linux keeps 15 bytes of a thread
+/// name (`pthread_setname_np(3)`), and `top` and `perf` show only those, so the names are kept
+/// short enough to tell the workers apart there.
+pub const POOL_THREAD_NAME: &str = "rawloop-pool";
+
 /// How often the loop wakes for housekeeping (idle sweep, accept un-pause, stats).
 pub const TICK_PERIOD: Duration = Duration::from_millis(250);
 
@@ -166,6 +171,7 @@ impl Offload {
         let (limits, stats, control) = (settings.limits, Arc::clone(stats), Arc::clone(control));
         let pool = PoolBuilder::new()
             .workers(workers)
+            .name(POOL_THREAD_NAME)
             .pin(settings.pin)
             .capacity(settings.args.ring_capacity)
             .spawn(move |job: OffloadJob, _worker: &pool::WorkerContext| {

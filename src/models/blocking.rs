@@ -61,7 +61,7 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
             Arc::clone(&control),
         );
         std::thread::Builder::new()
-            .name("rawloop-listener".into())
+            .name("rawloop-accept".into())
             .spawn(move || {
                 if let Err(e) = listen(&settings, &stats, listener, &control) {
                     error!("listener thread failed: {e}");

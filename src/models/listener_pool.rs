@@ -44,7 +44,7 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
         workers.push(Arc::clone(&control));
         let (settings, stats) = (Arc::clone(&settings), Arc::clone(&stats));
         threads.push(pool::spawn_pinned(
-            format!("rawloop-worker-{i}"),
+            format!("rawloop-loop-{i}"),
             i,
             settings.pin,
             move || {
@@ -74,7 +74,7 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
         let (workers, stop) = (workers.clone(), Arc::clone(&stop_listener));
         threads.push(
             std::thread::Builder::new()
-                .name("rawloop-listener".into())
+                .name("rawloop-accept".into())
                 .spawn(move || {
                     if let Err(e) = listen(&settings, &stats, listener, &stop, &workers, &assigned)
                     {

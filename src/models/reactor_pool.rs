@@ -44,7 +44,9 @@ use reactor::{Epoll, Events, Interest, Signals, TcpListener, TcpStream, Timer, T
 use crate::accept::{accept_batch, AcceptState};
 use crate::config::Settings;
 use crate::conn::{Conn, Costly, Status};
-use crate::event_loop::{with_scratch, Control, CONN_BASE, CONTROL, LISTENER, TICK, TICK_PERIOD};
+use crate::event_loop::{
+    with_scratch, Control, CONN_BASE, CONTROL, LISTENER, POOL_THREAD_NAME, TICK, TICK_PERIOD,
+};
 use crate::stats::Stats;
 use crate::supervisor::{supervise, Supervised};
 use crate::{report, server};
@@ -58,6 +60,7 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     let pool = Arc::new(
         PoolBuilder::new()
             .workers(settings.workers)
+            .name(POOL_THREAD_NAME)
             .pin(settings.pin)
             // A short spin: in a ping-pong the next job rarely comes within a few µs, and a
             // long spin burns more CPU per message than the futex wake it saves (measured:
