@@ -302,11 +302,15 @@ impl<'a> EventLoop<'a> {
             if let Some(deadline) = self.drain_deadline {
                 if self.conns.is_empty() || Instant::now() >= deadline {
                     self.close_all();
-                    if let Some(offload) = self.offload.take() {
+                    // Read just before the shutdown: only jobs still running at the drain
+                    // deadline can be missing from them.
+                    let pool = self.offload.take().map(|offload| {
+                        let stats = offload.pool.stats();
                         offload.pool.shutdown();
-                    }
+                        stats
+                    });
                     if self.print_stats {
-                        report::print_final(self.settings, self.stats, None, None);
+                        report::print_final(self.settings, self.stats, None, pool.as_ref());
                     }
                     return Ok(());
                 }
@@ -358,7 +362,8 @@ impl<'a> EventLoop<'a> {
         while let Some(signal) = signals.read()? {
             if self.drain_deadline.is_some() {
                 warn!("second {signal:?}: exiting without draining");
-                report::print_final(self.settings, self.stats, None, None);
+                let pool = self.offload.as_ref().map(|o| o.pool.stats());
+                report::print_final(self.settings, self.stats, None, pool.as_ref());
                 std::process::exit(0);
             }
             info!("{signal:?}: draining");

@@ -129,7 +129,6 @@ fn check_line(model: &str, s: &Stats) {
 }
 
 #[test]
-#[ignore = "bug T3 in /tmp/rawloop/bugs.md: src/event_loop.rs prints reactor-offload's final line with pool: None"]
 fn reactor_offload_final_line_reports_the_pool() {
     let _watchdog = Watchdog::new(
         "reactor_offload_final_line_reports_the_pool",
