@@ -150,11 +150,36 @@ fn reactor_offload_final_line_reports_the_pool() {
             "final line without `{key}`: {last:?}"
         );
     }
-    assert!(
-        last.0["worker_jobs"]
+}
+
+#[test]
+#[ignore = "bug T4 in /tmp/rawloop/bugs.md: the final pool stats are read before the workers are joined"]
+fn reactor_offload_final_line_counts_every_job() {
+    let _watchdog = Watchdog::new(
+        "reactor_offload_final_line_counts_every_job",
+        Duration::from_secs(120),
+    );
+    // One costly request goes through the pool; by the time its echo has arrived, the
+    // connection has closed and the server has drained, that job is finished, so the final
+    // line must count it. Ten servers, because the miss is a race (about one run in three).
+    for run in 0..10 {
+        let server = Server::start(
+            "reactor-offload",
+            &["--protocol", "lines", "--workers", "2"],
+        );
+        let c = server.connect();
+        util::client::echo_exact(&c, b"WORK 1000 via the pool\n").unwrap();
+        drop(c);
+        let exit = server.terminate(Duration::from_secs(20));
+        exit.assert_clean();
+        let last = exit.final_stats().pop().unwrap();
+        let jobs: u64 = last.0["worker_jobs"]
             .split(',')
             .map(|n| n.parse::<u64>().unwrap())
-            .sum::<u64>()
-            >= 1
-    );
+            .sum();
+        assert_eq!(
+            jobs, 1,
+            "run {run}: one WORK through the pool, final line: {last:?}"
+        );
+    }
 }
