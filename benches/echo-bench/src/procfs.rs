@@ -274,10 +274,12 @@ mod tests {
 
     #[test]
     fn the_tree_includes_children_and_their_cpu() {
-        // A shell that burns CPU in a child: the tree of `sh` must see both processes.
+        // A shell that burns CPU in a child: the tree of `sh` must see both processes. The
+        // child sleeps after burning, so it is still alive when we look however fast the
+        // machine is (a child that had already exited would be a flaky failure).
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg("i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done & wait")
+            .arg("(i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; sleep 2) & wait")
             .spawn()
             .unwrap();
         let pid = child.id();
