@@ -302,13 +302,8 @@ impl<'a> EventLoop<'a> {
             if let Some(deadline) = self.drain_deadline {
                 if self.conns.is_empty() || Instant::now() >= deadline {
                     self.close_all();
-                    // Read just before the shutdown: only jobs still running at the drain
-                    // deadline can be missing from them.
-                    let pool = self.offload.take().map(|offload| {
-                        let stats = offload.pool.stats();
-                        offload.pool.shutdown();
-                        stats
-                    });
+                    // Final counters, read once every worker has been joined.
+                    let pool = self.offload.take().map(|offload| offload.pool.shutdown());
                     if self.print_stats {
                         report::print_final(self.settings, self.stats, None, pool.as_ref());
                     }

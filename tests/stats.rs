@@ -153,7 +153,6 @@ fn reactor_offload_final_line_reports_the_pool() {
 }
 
 #[test]
-#[ignore = "bug T4 in /tmp/rawloop/bugs.md: the final pool stats are read before the workers are joined"]
 fn reactor_offload_final_line_counts_every_job() {
     let _watchdog = Watchdog::new(
         "reactor_offload_final_line_counts_every_job",

@@ -236,9 +236,12 @@ impl<J: Send + 'static> Pool<J> {
         self.shared.workers.len()
     }
 
-    /// Stops intake, lets the workers run every queued job, and joins them.
-    pub fn shutdown(mut self) {
+    /// Stops intake, lets the workers run every queued job, and joins them. Returns the
+    /// final statistics, read after the last worker has exited, so every job that ran is
+    /// counted (a [`stats`](Pool::stats) read while a worker is finishing a job may miss it).
+    pub fn shutdown(mut self) -> PoolStats {
         self.stop();
+        self.stats()
     }
 }
 

@@ -82,6 +82,7 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
                 {
                     error!("reactor failed: {e}");
                 }
+                wait_until_idle(&pool);
             })?
     };
     let report = || {
@@ -105,6 +106,19 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
         stop: &stop,
         threads: vec![reactor],
     })
+}
+
+/// Waits (a second at most) until every worker is parked on an empty ring: then no job is
+/// running or queued, and the final stats line counts every job that ran.
+fn wait_until_idle(pool: &Pool<usize>) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        let stats = pool.stats();
+        if stats.sleeping == pool.workers() && stats.ring_len == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// A connection's place: the `Conn` behind an (uncontended) lock, and the dispatch mark.
