@@ -247,41 +247,38 @@ mod tests {
 
     #[test]
     fn work_lines_are_classified() {
-        assert_eq!(
-            classify(b"WORK 10 x\n"),
-            Request::Work {
-                cost: Duration::from_micros(10),
-                line: b"WORK 10 x\n"
-            }
-        );
-        assert_eq!(
-            classify(b"WORK 7\n"),
-            Request::Work {
-                cost: Duration::from_micros(7),
-                line: b"WORK 7\n"
-            }
-        );
-        assert_eq!(classify(b"WORKER 1\n"), Request::Line(b"WORKER 1\n"));
-        assert_eq!(
-            classify(b"WORK\n"),
-            Request::Invalid(WorkError::MissingMicros)
-        );
-        assert_eq!(
-            classify(b"WORK  5\n"),
-            Request::Invalid(WorkError::MissingMicros)
-        );
-        assert_eq!(
-            classify(b"WORK -5 x\n"),
-            Request::Invalid(WorkError::BadMicros)
-        );
-        assert_eq!(
-            classify(b"WORK 99999999999999999999\n"),
-            Request::Invalid(WorkError::BadMicros)
-        );
-        assert_eq!(
-            classify(b"WORK 1000001 x\n"),
-            Request::Invalid(WorkError::TooMuchWork)
-        );
+        let work = |us, line| Request::Work {
+            cost: Duration::from_micros(us),
+            line,
+        };
+        let cases: &[(&[u8], Request<'static>)] = &[
+            (b"WORK 10 x\n", work(10, b"WORK 10 x\n")),
+            (b"WORK 7\n", work(7, b"WORK 7\n")),
+            (
+                b"WORK 00000000000000000001 x\n",
+                work(1, b"WORK 00000000000000000001 x\n"),
+            ),
+            (b"WORKER 1\n", Request::Line(b"WORKER 1\n")),
+            (b"WORK\n", Request::Invalid(WorkError::MissingMicros)),
+            (b"WORK  5\n", Request::Invalid(WorkError::MissingMicros)),
+            (b"WORK -5 x\n", Request::Invalid(WorkError::BadMicros)),
+            (
+                b"WORK 99999999999999999999\n",
+                Request::Invalid(WorkError::BadMicros),
+            ),
+            (
+                b"WORK 1000001 x\n",
+                Request::Invalid(WorkError::TooMuchWork),
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(
+                classify(line),
+                *expected,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 
     #[test]

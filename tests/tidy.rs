@@ -55,6 +55,8 @@ fn every_unsafe_has_its_safety_comment_and_lives_where_allowed() {
 
 #[test]
 fn the_checker_sees_what_it_should_and_nothing_else() {
+    // Test input, not code: the string holds an `unsafe` block without a SAFETY: comment on
+    // purpose, to prove the checker reports it.
     let bad = "//! x\nfn f() {\n    unsafe { g() }\n}\nunsafe fn h() {}\n";
     let found = unsafe_violations("tests/x.rs", bad);
     assert_eq!(found.len(), 2, "{found:?}");
