@@ -25,7 +25,9 @@ use std::sync::{Mutex, OnceLock};
 
 use log::{debug, warn};
 use pool::counters::Counter;
-use reactor::{TcpListener, TcpStream};
+use reactor::{Epoll, Events, Interest, TcpListener, TcpStream, Token};
+
+use crate::event_loop::{Control, TICK_PERIOD};
 
 use crate::stats::Stats;
 
@@ -85,6 +87,38 @@ pub fn accept_batch(
         }
     }
     AcceptState::Continue
+}
+
+/// The loop of a dedicated listener thread (`listener-pool`, `thread-per-conn`): waits on the
+/// listener and on `stop`'s eventfd, accepts in batches and hands every kept connection to
+/// `on_conn`, until `stop` is requested. While accept is paused (out of descriptors) it polls
+/// again after one tick.
+pub fn accept_until_stopped(
+    listener: &TcpListener,
+    stats: &Stats,
+    max_conns: usize,
+    stop: &Control,
+    mut on_conn: impl FnMut(TcpStream),
+) -> io::Result<()> {
+    const LISTENER: Token = Token(0);
+    const STOP: Token = Token(1);
+    let epoll = Epoll::new()?;
+    epoll.add(listener, LISTENER, Interest::READABLE)?;
+    epoll.add(stop.waker(), STOP, Interest::READABLE)?;
+    let mut events = Events::with_capacity(4);
+    let mut paused = false;
+    while !stop.stop_requested() {
+        epoll.wait(&mut events, paused.then_some(TICK_PERIOD))?;
+        if paused {
+            paused = epoll.add(listener, LISTENER, Interest::READABLE).is_err();
+        }
+        if events.iter().any(|e| e.token() == LISTENER)
+            && accept_batch(listener, stats, max_conns, &mut on_conn) == AcceptState::Pause
+        {
+            paused = epoll.delete(listener).is_ok();
+        }
+    }
+    Ok(())
 }
 
 /// Opens the spare descriptor. Call once at start-up, before the process can run out.

@@ -27,12 +27,12 @@ use std::time::{Duration, Instant};
 
 use log::{error, warn};
 use pool::counters::Counter;
-use reactor::{Epoll, Events, Interest, Signals, TcpListener, TcpStream};
+use reactor::{Signals, TcpListener, TcpStream};
 
-use crate::accept::{accept_batch, AcceptState};
+use crate::accept::accept_until_stopped;
 use crate::config::Settings;
 use crate::conn::{Conn, Costly, Limits, Status};
-use crate::event_loop::{with_scratch, Control, CONTROL, LISTENER, TICK_PERIOD};
+use crate::event_loop::{with_scratch, Control};
 use crate::stats::Stats;
 use crate::supervisor::{supervise, Supervised};
 use crate::{report, server};
@@ -86,28 +86,15 @@ fn listen(
     control: &Control,
 ) -> io::Result<()> {
     let drain: Arc<Drain> = Arc::new(OnceLock::new());
-    let epoll = Epoll::new()?;
-    epoll.add(listener.as_ref(), LISTENER, Interest::READABLE)?;
-    epoll.add(control.waker(), CONTROL, Interest::READABLE)?;
-    let mut events = Events::with_capacity(4);
-    let mut paused = false;
-    while !control.stop_requested() {
-        epoll.wait(&mut events, paused.then_some(TICK_PERIOD))?;
-        if paused {
-            paused = epoll
-                .add(listener.as_ref(), LISTENER, Interest::READABLE)
-                .is_err();
-        }
-        if events.iter().any(|e| e.token() == LISTENER) {
-            let state = accept_batch(&listener, stats, settings.args.max_conns, |stream| {
-                spawn_connection(settings, stats, &drain, stream);
-            });
-            if state == AcceptState::Pause {
-                paused = epoll.delete(listener.as_ref()).is_ok();
-            }
-        }
-    }
-    drop(epoll);
+    accept_until_stopped(
+        &listener,
+        stats,
+        settings.args.max_conns,
+        control,
+        |stream| {
+            spawn_connection(settings, stats, &drain, stream);
+        },
+    )?;
     drop(listener);
     wait_for_drain(settings, stats, &drain);
     Ok(())

@@ -19,11 +19,11 @@ use std::sync::{Arc, Weak};
 
 use log::{error, warn};
 use pool::counters::Counter;
-use reactor::{Epoll, Events, Interest, Signals, TcpListener, Token};
+use reactor::{Signals, TcpListener};
 
-use crate::accept::{accept_batch, AcceptState};
+use crate::accept::accept_until_stopped;
 use crate::config::Settings;
-use crate::event_loop::{self, Control, Handoff, LoopParts, TICK_PERIOD};
+use crate::event_loop::{self, Control, Handoff, LoopParts};
 use crate::stats::Stats;
 use crate::supervisor::{supervise, Supervised};
 use crate::{report, server};
@@ -104,9 +104,6 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     })
 }
 
-const LISTENER: Token = Token(0);
-const CONTROL: Token = Token(1);
-
 /// The listener thread: accept, pick a worker round-robin, hand the socket over.
 fn listen(
     settings: &Settings,
@@ -116,45 +113,22 @@ fn listen(
     workers: &[Arc<Control>],
     assigned: &[AtomicU64],
 ) -> io::Result<()> {
-    let epoll = Epoll::new()?;
-    epoll.add(listener.as_ref(), LISTENER, Interest::READABLE)?;
-    epoll.add(stop.waker(), CONTROL, Interest::READABLE)?;
-    let mut events = Events::with_capacity(4);
     let mut next = 0;
-    let mut paused = false;
-    loop {
-        // While accept is paused (out of descriptors), poll again after one tick.
-        let timeout = paused.then_some(TICK_PERIOD);
-        epoll.wait(&mut events, timeout)?;
-        if stop.stop_requested() {
-            return Ok(());
-        }
-        if paused {
-            paused = epoll
-                .add(listener.as_ref(), LISTENER, Interest::READABLE)
-                .is_err();
-        }
-        if events.iter().any(|e| e.token() == LISTENER) {
-            let state = accept_batch(&listener, stats, settings.args.max_conns, |stream| {
-                let mut handoff = Handoff::Accepted(stream);
-                for attempt in 0..workers.len() {
-                    let i = (next + attempt) % workers.len();
-                    match workers[i].send(handoff) {
-                        Ok(()) => {
-                            assigned[i].fetch_add(1, Ordering::Relaxed);
-                            next = i + 1;
-                            return;
-                        }
-                        Err(back) => handoff = back,
-                    }
+    accept_until_stopped(&listener, stats, settings.args.max_conns, stop, |stream| {
+        let mut handoff = Handoff::Accepted(stream);
+        for attempt in 0..workers.len() {
+            let i = (next + attempt) % workers.len();
+            match workers[i].send(handoff) {
+                Ok(()) => {
+                    assigned[i].fetch_add(1, Ordering::Relaxed);
+                    next = i + 1;
+                    return;
                 }
-                warn!("every worker inbox is full: refusing a connection");
-                stats.refused.incr();
-                stats.closed.incr();
-            });
-            if state == AcceptState::Pause {
-                paused = epoll.delete(listener.as_ref()).is_ok();
+                Err(back) => handoff = back,
             }
         }
-    }
+        warn!("every worker inbox is full: refusing a connection");
+        stats.refused.incr();
+        stats.closed.incr();
+    })
 }
