@@ -71,22 +71,22 @@ pub struct Args {
 
     /// listen(2) backlog: how many fully established connections may wait in the kernel's
     /// accept queue. The kernel silently caps it at net.core.somaxconn.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = count::<u32>(1, 65_535), allow_negative_numbers = true)]
     pub backlog: u32,
 
     /// Most open connections (per process). Past it a new connection is accepted and closed at
     /// once, never left to rot in the accept queue; it is counted as "refused".
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = count::<usize>(1, 1_000_000), allow_negative_numbers = true)]
     pub max_conns: usize,
 
-    /// Print a stats line to stdout every SECS seconds (0: only at exit).
-    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    /// Print a stats line to stdout every SECS seconds (0: only at exit; at least 0.1).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = seconds(0.1, 86_400.0, true), allow_negative_numbers = true)]
     pub stats_interval: f64,
 
     /// Worker threads or processes for the multi-threaded and multi-process models
     /// (default: one per available core; `reactor-offload`: one fewer, leaving the reactor a
     /// core).
-    #[arg(long)]
+    #[arg(long, value_parser = count::<usize>(1, 1024), allow_negative_numbers = true)]
     pub workers: Option<usize>,
 
     /// Pin each worker thread to its own core (core_affinity). On by default.
@@ -103,26 +103,26 @@ pub struct Args {
 
     /// Longest line accepted by `--protocol lines`; a longer one gets `ERR line too long` and
     /// the connection closes.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = count::<usize>(1, 16 << 20), allow_negative_numbers = true)]
     pub max_line: usize,
 
     /// Stop reading from a connection when this many echoed bytes wait to be sent
     /// (backpressure); resume at a quarter of it.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = count::<usize>(2, 256 << 20), allow_negative_numbers = true)]
     pub high_water: usize,
 
     /// Close a connection after SECS seconds with no traffic in either direction (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = seconds(0.001, 31_536_000.0, true), allow_negative_numbers = true)]
     pub idle_timeout: f64,
 
     /// On SIGTERM, how long connections may take to receive their in-flight echoes before
     /// they are closed.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = seconds(0.0, 3_600.0, false), allow_negative_numbers = true)]
     pub drain_timeout: f64,
 
     /// Capacity of the lock-free ring between the reactor and the pool (rounded up to a power
     /// of two).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = count::<usize>(2, 1 << 24), allow_negative_numbers = true)]
     pub ring_capacity: usize,
 
     /// Count epoll_wait, epoll_ctl, accept4, read, write and wakeups, and print them per
@@ -156,35 +156,13 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Validates the arguments and derives the settings.
+    /// Derives the settings. Every number was range-checked by clap (see [`count`] and
+    /// [`seconds`]), so this cannot fail on a parsed command line; the `Result` is for
+    /// [`Args`] built by hand.
     pub fn from_args(args: Args) -> Result<Settings, String> {
-        let secs = |name: &str, v: f64| {
-            if (0.0..1e9).contains(&v) {
-                Ok(Duration::from_secs_f64(v))
-            } else {
-                Err(format!(
-                    "--{name} must be a number of seconds >= 0, got {v}"
-                ))
-            }
-        };
-        let optional = |d: Duration| (!d.is_zero()).then_some(d);
-        let idle_timeout = optional(secs("idle-timeout", args.idle_timeout)?);
-        let stats_interval = optional(secs("stats-interval", args.stats_interval)?);
-        let drain_timeout = secs("drain-timeout", args.drain_timeout)?;
-        if args.high_water < 2 {
-            return Err("--high-water must be at least 2 bytes".into());
-        }
-        if args.max_line == 0 {
-            return Err("--max-line must be at least 1 byte".into());
-        }
-        if args.max_conns == 0 {
-            return Err("--max-conns must be at least 1".into());
-        }
-        if args.ring_capacity < 2 || args.ring_capacity > 1 << 24 {
-            return Err("--ring-capacity must be between 2 and 16777216".into());
-        }
+        let optional = |secs: f64| (secs > 0.0).then(|| Duration::from_secs_f64(secs));
         let workers = args.workers.unwrap_or_else(pool::available_cores);
-        if workers == 0 || workers > 1024 {
+        if !(1..=1024).contains(&workers) {
             return Err(format!(
                 "--workers must be between 1 and 1024, got {workers}"
             ));
@@ -199,10 +177,42 @@ impl Settings {
             pin: !args.no_pin,
             workers,
             limits,
-            idle_timeout,
-            drain_timeout,
-            stats_interval,
+            idle_timeout: optional(args.idle_timeout),
+            drain_timeout: Duration::from_secs_f64(args.drain_timeout.max(0.0)),
+            stats_interval: optional(args.stats_interval),
             args,
         })
+    }
+}
+
+/// A clap value parser for a whole number in `min..=max`, whose error names the range (clap
+/// prefixes the flag): "must be a whole number from 1 to 1024".
+pub fn count<T>(min: T, max: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync
+where
+    T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display + Send + Sync + 'static,
+{
+    move |text: &str| match text.trim().parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(format!("must be a whole number from {min} to {max}")),
+    }
+}
+
+/// A clap value parser for a number of seconds in `min..=max`, or exactly 0 when `zero_is_off`
+/// (the feature is then off). NaN, infinities and negative numbers are refused with the range.
+pub fn seconds(
+    min: f64,
+    max: f64,
+    zero_is_off: bool,
+) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync {
+    move |text: &str| {
+        let value = text.trim().parse::<f64>().ok();
+        match value {
+            Some(v) if zero_is_off && v == 0.0 => Ok(v),
+            Some(v) if (min..=max).contains(&v) => Ok(v),
+            _ if zero_is_off => Err(format!(
+                "must be 0 (off) or a number of seconds from {min} to {max}"
+            )),
+            _ => Err(format!("must be a number of seconds from {min} to {max}")),
+        }
     }
 }

@@ -2,12 +2,13 @@
 
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use log::{info, warn};
 use reactor::{ListenOptions, Signal, Signals, TcpListener};
 
 use crate::config::Settings;
-use crate::{accept, models};
+use crate::models;
 
 /// Runs the server described by `settings` until it is stopped.
 pub fn run(settings: Settings) -> io::Result<()> {
@@ -21,7 +22,6 @@ pub fn run(settings: Settings) -> io::Result<()> {
         Ok(limit) => info!("descriptor limit: {limit}"),
         Err(e) => warn!("could not raise RLIMIT_NOFILE: {e}"),
     }
-    accept::reserve_spare_fd();
     models::run(&settings, signals)
 }
 
@@ -41,6 +41,17 @@ pub fn bind(settings: &Settings, addr: SocketAddr, reuse_port: bool) -> io::Resu
     };
     TcpListener::bind(addr, &options)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// Binds `n` SO_REUSEPORT listeners on `--bind`; the first picks the port when it is 0.
+pub fn bind_group(settings: &Settings, n: usize) -> io::Result<Vec<Arc<TcpListener>>> {
+    let first = bind(settings, settings.args.bind, true)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![Arc::new(first)];
+    for _ in 1..n {
+        listeners.push(Arc::new(bind(settings, addr, true)?));
+    }
+    Ok(listeners)
 }
 
 /// Prints the one line scripts wait for: `listening on <addr>`, with the real port.

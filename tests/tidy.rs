@@ -1,5 +1,6 @@
 //! Tidy checks over every Rust file of the repository, in the manner of rust-analyzer's
-//! `tidy.rs`: rules of `STYLE.md` that a reviewer would otherwise have to remember.
+//! `tidy.rs`: the house rules of `CONTRIBUTING.md` that a reviewer would otherwise have to
+//! remember.
 //!
 //! 1. Every `.rs` file opens with a `//!` doc saying what it is and where its idea comes from.
 //! 2. Every `unsafe` block or impl has a `// SAFETY:` comment in the 6 lines above it (a
@@ -15,9 +16,18 @@
 //! and string literals are blanked before looking for the `unsafe` keyword, so prose and
 //! messages that mention it (like this one) are fine, and so are lint names (`unsafe_code`).
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+// The helpers live in `tests/tidy/`; the test root is this file, hence the paths.
+#[path = "tidy/docs.rs"]
+mod docs;
+#[path = "tidy/files.rs"]
+mod files;
+#[path = "tidy/lexer.rs"]
+mod lexer;
+#[path = "tidy/shape.rs"]
+mod shape;
+
+use files::rust_files;
+use lexer::blank_comments_and_literals;
 
 #[test]
 fn every_rust_file_opens_with_a_module_doc() {
@@ -29,7 +39,7 @@ fn every_rust_file_opens_with_a_module_doc() {
     assert!(
         offenders.is_empty(),
         "these files must open with a `//!` doc comment saying what the file is and where its \
-         idea comes from (STYLE.md, \"Every .rs file opens with //!\"):\n{}",
+         idea comes from (CONTRIBUTING.md, rule 1):\n{}",
         offenders.join("\n")
     );
 }
@@ -45,7 +55,7 @@ fn every_unsafe_has_its_safety_comment_and_lives_where_allowed() {
     assert!(n_unsafe >= 10, "found only {n_unsafe} lines with `unsafe`");
     assert!(
         offenders.is_empty(),
-        "unsafe code breaks the house rules (STYLE.md, \"Unsafe and syscalls\"):\n{}\n\
+        "unsafe code breaks the house rules (CONTRIBUTING.md, rules 2 and 3):\n{}\n\
          Fix: put a `// SAFETY:` comment right above each `unsafe` block or impl naming the \
          guarantee (man page or invariant), a `# Safety` doc section on each `unsafe fn`, and \
          move unsafe code into the crate's `sys` module (allowed files: {ALLOWED_SUMMARY}).",
@@ -104,7 +114,7 @@ const ALLOWED_SUMMARY: &str = "reactor/src/sys/, pool/src/ring.rs, <crate>/src/s
                                other crates, anywhere in tests, benches and fuzz; none in src/ \
                                and examples/";
 
-/// How far above an `unsafe` its `SAFETY:` comment may start (STYLE.md: "right above").
+/// How far above an `unsafe` its `SAFETY:` comment may start (CONTRIBUTING.md: "right above").
 const SAFETY_WINDOW: usize = 6;
 
 /// Every violation of rules 2 and 3 in one file, as `path:line: problem` lines.
@@ -159,7 +169,7 @@ fn unsafe_allowed_in(path: &str) -> bool {
             None => true,
         };
     }
-    // Any other crate's sources: only its `sys` module, as STYLE.md asks of every crate.
+    // Any other crate's sources: only its `sys` module, as CONTRIBUTING.md asks of every crate.
     match path.split_once("/src/") {
         Some((_, inner)) => inner == "sys.rs" || inner.starts_with("sys/"),
         None => true,
@@ -189,163 +199,112 @@ fn is_comment(line: &str) -> bool {
     line.trim_start().starts_with("//")
 }
 
-/// `text` with comments, string literals and char literals replaced by spaces (newlines kept,
-/// so line numbers still match), enough of Rust's lexer to find keywords in code only.
-fn blank_comments_and_literals(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < chars.len() {
-        let end = literal_or_comment_end(&chars, i);
-        if end == i {
-            out.push(chars[i]);
-            i += 1;
-        } else {
-            let end = end.min(chars.len());
-            out.extend(
-                chars[i..end]
-                    .iter()
-                    .map(|&c| if c == '\n' { c } else { ' ' }),
-            );
-            i = end;
+#[test]
+fn no_function_is_longer_than_60_lines() {
+    let mut offenders = Vec::new();
+    for (path, text) in rust_files() {
+        let checked = ["src/", "reactor/src/", "pool/src/"];
+        if !checked.iter().any(|dir| path.starts_with(dir)) {
+            continue;
         }
-    }
-    out
-}
-
-/// If a comment or literal starts at `i`, the index just past it; otherwise `i`.
-fn literal_or_comment_end(chars: &[char], i: usize) -> usize {
-    let at = |k: usize| chars.get(k).copied().unwrap_or('\0');
-    let ident_before = i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
-    match (at(i), at(i + 1)) {
-        ('/', '/') => (i..chars.len())
-            .find(|&k| chars[k] == '\n')
-            .unwrap_or(chars.len()),
-        ('/', '*') => block_comment_end(chars, i),
-        ('"', _) => string_end(chars, i + 1),
-        ('r', '"' | '#') if !ident_before || (i > 0 && chars[i - 1] == 'b') => {
-            let hashes = (i + 1..chars.len())
-                .take_while(|&k| chars[k] == '#')
-                .count();
-            if at(i + 1 + hashes) != '"' {
-                return i;
-            }
-            let close: String = std::iter::once('"')
-                .chain("#".repeat(hashes).chars())
-                .collect();
-            let body: String = chars[i + 2 + hashes..].iter().collect();
-            match body.find(&close) {
-                Some(byte) => i + 2 + hashes + body[..byte].chars().count() + close.len(),
-                None => chars.len(),
+        for (name, line, length) in shape::long_functions(&text, shape::MAX_FN_LINES) {
+            let excused = shape::LONG_FN_EXCEPTIONS
+                .iter()
+                .any(|(p, f, _why)| *p == path && *f == name);
+            if !excused {
+                offenders.push(format!("  {path}:{line}: fn {name} is {length} lines"));
             }
         }
-        // An escape (`'\n'`, `'\''`, `'\u{1F600}'`): the closing quote comes after the escaped char.
-        ('\'', '\\') => (i + 3..chars.len())
-            .find(|&k| chars[k] == '\'')
-            .map_or(i, |k| k + 1),
-        // `'x'` is a char; `'a` without a closing quote is a lifetime or a label: code.
-        ('\'', _) if at(i + 2) == '\'' => i + 3,
-        _ => i,
     }
-}
-
-fn block_comment_end(chars: &[char], start: usize) -> usize {
-    let (mut depth, mut k) = (0usize, start);
-    while k + 1 < chars.len() {
-        match (chars[k], chars[k + 1]) {
-            ('/', '*') => (depth, k) = (depth + 1, k + 2),
-            ('*', '/') => {
-                (depth, k) = (depth - 1, k + 2);
-                if depth == 0 {
-                    return k;
-                }
-            }
-            _ => k += 1,
-        }
-    }
-    chars.len()
-}
-
-/// `from` is just past the opening quote; returns just past the closing one.
-fn string_end(chars: &[char], from: usize) -> usize {
-    let mut k = from;
-    while k < chars.len() {
-        match chars[k] {
-            '\\' => k += 2,
-            '"' => return k + 1,
-            _ => k += 1,
-        }
-    }
-    chars.len()
-}
-
-/// Every Rust file of the repository with its text, by path relative to the root.
-fn rust_files() -> Vec<(String, String)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let paths = git_rust_files(root).unwrap_or_else(|| {
-        let mut found = Vec::new();
-        walk(root, root, &mut found);
-        found
-    });
     assert!(
-        paths.iter().any(|p| p == "src/lib.rs"),
-        "the file list is wrong: src/lib.rs is missing"
+        offenders.is_empty(),
+        "functions over {} lines (CONTRIBUTING.md, rule 4: a long function is usually two \
+         ideas; name them, or add an exception with its reason in tests/tidy/shape.rs):\n{}",
+        shape::MAX_FN_LINES,
+        offenders.join("\n")
     );
-    let mut files: Vec<(String, String)> = paths
-        .into_iter()
-        .filter(|p| !p.split('/').next().unwrap_or("").starts_with("target"))
-        // Listed but deleted in the working tree: nothing to check.
-        .filter_map(|p| Some((fs::read_to_string(root.join(&p)).ok()?, p)))
-        .map(|(text, p)| (p, text))
+}
+
+#[test]
+fn the_docs_name_only_what_exists() {
+    let files = files::all_files();
+    let code: String = rust_files()
+        .iter()
+        .map(|(_, text)| blank_comments_and_literals(text))
         .collect();
-    files.sort();
-    files
-}
-
-fn git_rust_files(root: &Path) -> Option<Vec<String>> {
-    let output = Command::new("git")
-        .args([
-            "ls-files",
-            "--cached",
-            "--others",
-            "--exclude-standard",
-            "-z",
-            "--",
-            "*.rs",
-        ])
-        .current_dir(root)
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    let list = String::from_utf8(output.stdout).ok()?;
-    Some(
-        list.split('\0')
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    )
-}
-
-/// The fallback without git: every `.rs` file, skipping build output and hidden directories.
-fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path: PathBuf = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if path.is_dir() {
-            let skip = name.starts_with('.')
-                || name.starts_with("target")
-                || (dir.ends_with("fuzz") && matches!(name.as_str(), "corpus" | "artifacts"));
-            if !skip {
-                walk(root, &path, found);
+    let words = docs::code_words(&code);
+    let help = echo_server_help();
+    let flag_text: String = files
+        .iter()
+        .filter(|f| f.ends_with(".rs") || f.ends_with(".sh") || f.starts_with(".ci/"))
+        .filter_map(|f| std::fs::read_to_string(files::root().join(f)).ok())
+        .collect();
+    let docs: Vec<&String> = files
+        .iter()
+        .filter(|f| {
+            *f == "README.md"
+                || *f == "ARCHITECTURE.md"
+                || (f.starts_with("docs/") && f.ends_with(".md"))
+        })
+        .collect();
+    let mut offenders = Vec::new();
+    for doc in docs {
+        let text = std::fs::read_to_string(files::root().join(doc)).unwrap();
+        for (line, span) in docs::code_spans(&text) {
+            if docs::EXTERNAL.contains(&span.as_str()) {
+                continue;
             }
-        } else if name.ends_with(".rs") {
-            let relative = path.strip_prefix(root).unwrap();
-            found.push(relative.to_string_lossy().replace('\\', "/"));
+            let ok = match docs::classify(&span) {
+                Some(docs::Name::Path(p)) => docs::path_exists(&p, &files),
+                Some(docs::Name::Flags(flags)) => flags
+                    .iter()
+                    .all(|f| help.contains(f.as_str()) || flag_text.contains(f.as_str())),
+                Some(docs::Name::Item(segments)) => docs::item_exists(&segments, &words),
+                None => true,
+            };
+            if !ok {
+                offenders.push(format!("  {doc}:{line}: `{span}`"));
+            }
         }
     }
+    assert!(
+        offenders.is_empty(),
+        "the docs name things that do not exist (CONTRIBUTING.md, rule 5); fix the doc, or list \
+         another project's name in tests/tidy/docs.rs EXTERNAL:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn the_tree_stands_alone() {
+    let pointers = ["../shared", "STYLE.md", "research.md"];
+    let mut offenders = Vec::new();
+    for path in files::all_files() {
+        let Ok(text) = std::fs::read_to_string(files::root().join(&path)) else {
+            continue; // binary
+        };
+        if path == "tests/tidy.rs" {
+            continue; // names them to forbid them
+        }
+        for pointer in pointers {
+            if text.contains(pointer) {
+                offenders.push(format!("  {path}: mentions {pointer}"));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "the repository must stand alone (CONTRIBUTING.md, rule 6): a person who clones it has \
+         nothing outside it to open:\n{}",
+        offenders.join("\n")
+    );
+}
+
+/// `echo-server --help`, for the flags the docs may name.
+fn echo_server_help() -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_echo-server"))
+        .arg("--help")
+        .output()
+        .expect("run echo-server --help");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -1,34 +1,38 @@
 //! `listener-pool`: one listener thread accepts; N pinned worker loops serve.
 //!
-//! The listener hands each accepted socket to a worker through that worker's inbox (a
-//! [`pool::Ring`] plus an eventfd to wake it); the worker registers the socket in its own epoll
-//! set and serves it for the rest of its life, alongside many others. This is our notes' "one
-//! listener thread + thread pool, each thread many connections".
+//! The listener hands each accepted connection to a worker through that worker's
+//! [`Mailbox`] (a [`pool::Ring`] plus an eventfd to wake it); the worker registers it in its
+//! own epoll set and serves it for the rest of its life, alongside many others. This is our
+//! notes' "one listener thread + thread pool, each thread many connections".
 //!
 //! Assignment is round-robin: cheap, fair in connection count, and blind to how busy each
 //! connection is, which is exactly the load imbalance our notes warn about; the stats line
 //! shows connections per worker (`worker_conns`) so it can be seen. Least-loaded assignment
 //! would need every worker to publish its load, and still could not predict a connection that
-//! turns greedy after it is assigned. When a worker's inbox is full the next worker is tried;
+//! turns greedy after it is assigned. When a worker's mailbox is full the next worker is tried;
 //! when all are full the connection is refused (closed and counted), never queued without
 //! bound.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
 
 use log::{error, warn};
 use pool::counters::Counter;
-use reactor::{Signals, TcpListener};
+use reactor::{Interest, Signals, TcpStream};
 
-use crate::accept::accept_until_stopped;
 use crate::config::Settings;
-use crate::event_loop::{self, Control, Handoff, LoopParts};
+use crate::conn::{Conn, Status};
+use crate::runtime::accept::{run_listener_thread, AcceptGate};
+use crate::runtime::event_loop::{self, Inline, Parts, UnderSupervisor};
+use crate::runtime::mailbox::{Arrival, Mailbox};
+use crate::runtime::names;
+use crate::runtime::supervisor::{supervise, Supervised};
 use crate::stats::Stats;
-use crate::supervisor::{supervise, Supervised};
 use crate::{report, server};
 
-/// Sockets that may wait in one worker's inbox before it takes them.
+/// Connections that may wait in one worker's mailbox before it takes them.
 const INBOX_CAPACITY: usize = 1024;
 
 /// Runs the listener thread and the worker loops, supervised.
@@ -37,59 +41,20 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     server::announce(&listener)?;
     let stats = Stats::new();
     let settings = Arc::new(settings.clone());
-    let mut workers = Vec::new();
-    let mut threads = Vec::new();
-    for i in 0..settings.workers {
-        let control = Control::new(INBOX_CAPACITY)?;
-        workers.push(Arc::clone(&control));
-        let (settings, stats) = (Arc::clone(&settings), Arc::clone(&stats));
-        threads.push(pool::spawn_pinned(
-            format!("rawloop-loop-{i}"),
-            i,
-            settings.pin,
-            move || {
-                let parts = LoopParts {
-                    listener: None,
-                    control,
-                    signals: None,
-                    print_stats: false,
-                    offload: None,
-                };
-                if let Err(e) = event_loop::run(&settings, &stats, parts) {
-                    error!("worker loop {i} failed: {e}");
-                }
-            },
-        )?);
-    }
-    let assigned: Arc<Vec<AtomicU64>> =
-        Arc::new((0..settings.workers).map(|_| AtomicU64::new(0)).collect());
-    let stop_listener = Control::new(0)?;
+    let (workers, mut threads) = spawn_workers(&settings, &stats)?;
+    let listen = Arc::new(Listener {
+        settings: Arc::clone(&settings),
+        stats: Arc::clone(&stats),
+        workers: workers.clone(),
+        assigned: (0..settings.workers).map(|_| AtomicU64::new(0)).collect(),
+    });
+    let stop_listener = Mailbox::stop_only()?;
     let watch = Arc::downgrade(&listener);
-    {
-        let (stats, settings, assigned) = (
-            Arc::clone(&stats),
-            Arc::clone(&settings),
-            Arc::clone(&assigned),
-        );
-        let (workers, stop) = (workers.clone(), Arc::clone(&stop_listener));
-        threads.push(
-            std::thread::Builder::new()
-                .name("rawloop-accept".into())
-                .spawn(move || {
-                    if let Err(e) = listen(&settings, &stats, listener, &stop, &workers, &assigned)
-                    {
-                        error!("listener thread failed: {e}");
-                    }
-                })?,
-        );
-    }
+    let gate = AcceptGate::new(listener, settings.args.max_conns);
+    threads.push(spawn_listener(gate, &listen, &stop_listener)?);
     let report = || {
-        let counts: Vec<String> = assigned
-            .iter()
-            .map(|n| n.load(Ordering::Relaxed).to_string())
-            .collect();
         let line = report::line(&settings, &stats, Weak::upgrade(&watch).as_deref(), None);
-        format!("{line} worker_conns={}", counts.join(","))
+        format!("{line} worker_conns={}", listen.counts())
     };
     let stop = || {
         stop_listener.request_stop();
@@ -98,37 +63,105 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     supervise(Supervised {
         signals,
         stats_interval: settings.stats_interval,
+        drain_timeout: settings.drain_timeout,
         report: &report,
         stop: &stop,
         threads,
     })
 }
 
-/// The listener thread: accept, pick a worker round-robin, hand the socket over.
-fn listen(
-    settings: &Settings,
-    stats: &Stats,
-    listener: Arc<TcpListener>,
-    stop: &Control,
-    workers: &[Arc<Control>],
-    assigned: &[AtomicU64],
-) -> io::Result<()> {
-    let mut next = 0;
-    accept_until_stopped(&listener, stats, settings.args.max_conns, stop, |stream| {
-        let mut handoff = Handoff::Accepted(stream);
-        for attempt in 0..workers.len() {
-            let i = (next + attempt) % workers.len();
-            match workers[i].send(handoff) {
+/// The worker loops' mailboxes and threads.
+type Workers = (Vec<Arc<Mailbox>>, Vec<JoinHandle<()>>);
+
+/// Starts the pinned worker loops, each fed through its own mailbox.
+fn spawn_workers(settings: &Arc<Settings>, stats: &Arc<Stats>) -> io::Result<Workers> {
+    let mut mailboxes = Vec::new();
+    let mut threads = Vec::new();
+    for i in 0..settings.workers {
+        let mailbox = Mailbox::new(INBOX_CAPACITY)?;
+        mailboxes.push(Arc::clone(&mailbox));
+        let (settings, stats) = (Arc::clone(settings), Arc::clone(stats));
+        let pin = settings.pin;
+        threads.push(pool::spawn_pinned(
+            names::event_loop(i),
+            i,
+            pin,
+            move || {
+                let parts = Parts {
+                    gate: None,
+                    mailbox,
+                    role: UnderSupervisor,
+                    hook: Inline,
+                };
+                if let Err(e) = event_loop::run(&settings, &stats, parts) {
+                    error!("worker loop {i} failed: {e}");
+                }
+            },
+        )?);
+    }
+    Ok((mailboxes, threads))
+}
+
+/// Starts the listener thread: accept, then hand over round-robin, until told to stop.
+fn spawn_listener(
+    gate: AcceptGate,
+    listen: &Arc<Listener>,
+    stop: &Arc<Mailbox>,
+) -> io::Result<JoinHandle<()>> {
+    let (listen, stop) = (Arc::clone(listen), Arc::clone(stop));
+    std::thread::Builder::new()
+        .name(names::ACCEPT.into())
+        .spawn(move || {
+            let mut next = 0;
+            let result = run_listener_thread(gate, &listen.stats, &stop, |stream| {
+                listen.hand_over(stream, &mut next)
+            });
+            if let Err(e) = result {
+                error!("listener thread failed: {e}");
+            }
+        })
+}
+
+/// The listener thread's side: the workers' mailboxes and how many connections each got.
+struct Listener {
+    settings: Arc<Settings>,
+    stats: Arc<Stats>,
+    workers: Vec<Arc<Mailbox>>,
+    assigned: Vec<AtomicU64>,
+}
+
+impl Listener {
+    /// Picks a worker round-robin (starting at `*next`) and hands the connection over.
+    fn hand_over(&self, stream: TcpStream, next: &mut usize) {
+        let conn = Conn::new(stream, self.settings.args.protocol, &self.settings.limits);
+        let mut arrival = Arrival {
+            conn: Box::new(conn),
+            status: Status::Wait(Interest::READABLE),
+        };
+        let n = self.workers.len();
+        for attempt in 0..n {
+            let i = (*next + attempt) % n;
+            match self.workers[i].send(arrival) {
                 Ok(()) => {
-                    assigned[i].fetch_add(1, Ordering::Relaxed);
-                    next = i + 1;
+                    self.assigned[i].fetch_add(1, Ordering::Relaxed);
+                    *next = i + 1;
                     return;
                 }
-                Err(back) => handoff = back,
+                Err(back) => arrival = back,
             }
         }
-        warn!("every worker inbox is full: refusing a connection");
-        stats.refused.incr();
-        stats.closed.incr();
-    })
+        warn!("every worker mailbox is full: refusing a connection");
+        self.stats.refused.incr();
+        self.stats.closed.incr();
+    }
+
+    /// Connections per worker so far, comma-separated.
+    fn counts(&self) -> String {
+        let counts: Vec<String> = self
+            .assigned
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed).to_string())
+            .collect();
+        counts.join(",")
+    }
 }

@@ -1,7 +1,7 @@
 //! `prefork`: N single-threaded processes, each an event loop on its own SO_REUSEPORT listener.
 //!
 //! Our first note's "many single-threaded instances" without the containers: each child is a
-//! complete `event-loop` server, and the kernel spreads connections over their listeners by
+//! complete `event-loop` server (the shared [`event_loop`] as a standalone), and the kernel spreads connections over their listeners by
 //! SO_REUSEPORT hashing. Processes share nothing, not even an address space, so a crash takes
 //! down one child's connections only. The parent does not serve: it forks the children, forwards
 //! SIGINT/SIGTERM to them, restarts a child that dies, and exits 0 once all are gone after a stop.
@@ -27,14 +27,16 @@ use reactor::process::{self, Fork, Pid};
 use reactor::{Epoll, Events, Interest, Signal, Signals, TcpListener};
 
 use crate::config::Settings;
-use crate::event_loop::{self, Control, LoopParts, SIGNALS};
-use crate::models::reuseport::bind_group;
+use crate::runtime::accept::AcceptGate;
+use crate::runtime::event_loop::{self, Inline, Parts, Standalone};
+use crate::runtime::mailbox::Mailbox;
+use crate::runtime::SIGNALS;
 use crate::server;
 use crate::stats::Stats;
 
 /// Runs the parent; in each child, runs an event loop and exits.
 pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
-    let listeners = bind_group(settings, settings.workers)?;
+    let listeners = server::bind_group(settings, settings.workers)?;
     let addr = server::announce(&listeners[0])?;
     let mut parent = Parent {
         settings,
@@ -63,12 +65,11 @@ fn serve_child(
     let _ = process::set_parent_death_signal(Signal::Kill);
     let (index, listener) = child;
     let signals = Signals::new(&[Signal::Interrupt, Signal::Terminate])?;
-    let parts = LoopParts {
-        listener: Some(listener),
-        control: Control::new(0)?,
-        signals: Some(signals),
-        print_stats: true,
-        offload: None,
+    let parts = Parts {
+        gate: Some(AcceptGate::new(listener, settings.args.max_conns)),
+        mailbox: Mailbox::stop_only()?,
+        role: Standalone::new(signals, settings.stats_interval),
+        hook: Inline,
     };
     let code = match event_loop::run(settings, &Stats::new(), parts) {
         Ok(()) => 0,

@@ -27,7 +27,7 @@
 //! **Draining.** Children inherit the blocked signal mask, so SIGTERM does not reach them. The
 //! parent tells them instead through a socket pair made before the first fork: every child holds
 //! one end, only the parent holds the other. At shutdown the parent closes its end, and each
-//! child's next check (at least every `POLL_INTERVAL`, see `blocking.rs`) reads end-of-file and
+//! child's next check (at least every `POLL_INTERVAL`, see [`crate::conn::blocking`]) reads end-of-file and
 //! starts the same lingering close as every other model. The parent closes its copy of each
 //! client socket right after the fork, so the child alone decides when the client sees FIN.
 //!
@@ -45,10 +45,11 @@ use pool::counters::Counter;
 use reactor::process::{self, Fork, Pid};
 use reactor::{Epoll, Events, Interest, Signal, Signals, TcpListener, TcpStream, Timer};
 
-use crate::accept::{accept_batch, AcceptState};
 use crate::config::Settings;
-use crate::event_loop::{LISTENER, SIGNALS, TICK, TICK_PERIOD};
-use crate::models::blocking::{prepare_blocking, serve_blocking};
+use crate::conn::blocking::{prepare_blocking, serve_blocking};
+use crate::runtime::accept::AcceptGate;
+use crate::runtime::shutdown::{read_stop_signals, Drain};
+use crate::runtime::{SIGNALS, TICK, TICK_PERIOD};
 use crate::stats::Stats;
 use crate::{report, server};
 
@@ -98,7 +99,8 @@ struct Parent<'a> {
     settings: &'a Settings,
     stats: &'a Stats,
     epoll: Epoll,
-    listener: Option<Arc<TcpListener>>,
+    /// `None` once draining.
+    gate: Option<AcceptGate>,
     signals: Signals,
     tick: Timer,
     children: HashSet<Pid>,
@@ -106,7 +108,7 @@ struct Parent<'a> {
     /// child inherits.
     drain_tx: Option<UnixStream>,
     drain_rx: UnixStream,
-    drain_deadline: Option<Instant>,
+    drain: Drain,
     last_stats: Instant,
 }
 
@@ -118,24 +120,24 @@ impl<'a> Parent<'a> {
         signals: Signals,
     ) -> io::Result<Self> {
         let epoll = Epoll::new()?;
-        epoll.add(&listener, LISTENER, Interest::READABLE)?;
+        let gate = AcceptGate::new(Arc::new(listener), settings.args.max_conns);
+        gate.register(&epoll)?;
         epoll.add(&signals, SIGNALS, Interest::READABLE)?;
         let tick = Timer::new()?;
         tick.set_interval(TICK_PERIOD)?;
         epoll.add(&tick, TICK, Interest::READABLE)?;
-        let listener = Some(Arc::new(listener));
         let (drain_tx, drain_rx) = UnixStream::pair()?;
         Ok(Parent {
             settings,
             stats,
             epoll,
-            listener,
+            gate: Some(gate),
             signals,
             tick,
             children: HashSet::new(),
             drain_tx: Some(drain_tx),
             drain_rx,
-            drain_deadline: None,
+            drain: Drain::default(),
             last_stats: Instant::now(),
         })
     }
@@ -144,15 +146,16 @@ impl<'a> Parent<'a> {
         let mut events = Events::with_capacity(16);
         let mut accepted = Vec::new();
         loop {
-            let timeout = self
-                .drain_deadline
-                .map(|d| d.saturating_duration_since(Instant::now()));
-            self.epoll.wait(&mut events, timeout)?;
+            self.epoll.wait(&mut events, self.drain.time_left())?;
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(&mut accepted),
                     SIGNALS => self.on_signals()?,
-                    _ => self.on_tick(),
+                    TICK => self.on_tick(),
+                    _ => {
+                        if let Some(gate) = &mut self.gate {
+                            gate.on_ready(&self.epoll, self.stats, |s| accepted.push(s));
+                        }
+                    }
                 }
             }
             // Fork outside the accept batch: a child must never go on accepting.
@@ -161,26 +164,13 @@ impl<'a> Parent<'a> {
                     return Ok(role);
                 }
             }
-            if let Some(deadline) = self.drain_deadline {
-                if self.children.is_empty() || Instant::now() >= deadline {
-                    self.kill_all();
-                    report::print_final(self.settings, self.stats, None, None);
-                    return Ok(Role::Parent);
-                }
+            if self.drain.is_draining()
+                && (self.children.is_empty() || self.drain.is_overdue(Instant::now()))
+            {
+                self.kill_all();
+                report::print_final(self.settings, self.stats, None, None);
+                return Ok(Role::Parent);
             }
-        }
-    }
-
-    fn accept(&mut self, accepted: &mut Vec<TcpStream>) {
-        let Some(listener) = self.listener.clone() else {
-            return;
-        };
-        let state = accept_batch(&listener, self.stats, self.settings.args.max_conns, |s| {
-            accepted.push(s)
-        });
-        if state == AcceptState::Pause {
-            // Out of descriptors: wait for children to exit. The tick re-enables accept.
-            let _ = self.epoll.delete(listener.as_ref());
         }
     }
 
@@ -188,7 +178,7 @@ impl<'a> Parent<'a> {
     fn fork(&mut self, stream: TcpStream) -> Option<Role> {
         match process::fork() {
             // In the child: keep a duplicate of the drain end; returning drops everything
-            // else of the parent, including its end of the pair.
+            // else of the parent, including its end of the pair and its listener.
             Ok(Fork::Child) => match self.drain_rx.try_clone() {
                 Ok(drain) => Some(Role::Child { stream, drain }),
                 Err(_) => process::exit_now(1),
@@ -208,20 +198,23 @@ impl<'a> Parent<'a> {
     }
 
     fn on_signals(&mut self) -> io::Result<()> {
-        while let Some(signal) = self.signals.read()? {
-            match signal {
-                Signal::Child => self.reap(),
-                _ if self.drain_deadline.is_some() => {
-                    warn!("second {signal:?}: exiting without draining");
-                    self.kill_all();
-                    report::print_final(self.settings, self.stats, None, None);
-                    std::process::exit(0);
-                }
-                _ => {
-                    info!("{signal:?}: draining {} children", self.children.len());
-                    self.begin_drain();
-                }
-            }
+        let (settings, stats) = (self.settings, self.stats);
+        let final_line = || format!("{} final=1", report::line(settings, stats, None, None));
+        let children: Vec<Pid> = self.children.iter().copied().collect();
+        let mut child_exited = false;
+        let begin = read_stop_signals(
+            &self.signals,
+            self.drain.is_draining(),
+            &final_line,
+            || child_exited = true,
+            || kill(&children),
+        )?;
+        if child_exited {
+            self.reap();
+        }
+        if begin {
+            info!("draining {} children", self.children.len());
+            self.begin_drain();
         }
         Ok(())
     }
@@ -246,25 +239,25 @@ impl<'a> Parent<'a> {
 
     fn on_tick(&mut self) {
         let _ = self.tick.read();
-        if let Some(listener) = &self.listener {
-            // Harmless when already registered (EEXIST); re-enables accept after a pause.
-            let _ = self
-                .epoll
-                .add(listener.as_ref(), LISTENER, Interest::READABLE);
+        if let Some(gate) = &mut self.gate {
+            gate.on_tick(&self.epoll);
         }
         if let Some(every) = self.settings.stats_interval {
             if self.last_stats.elapsed() >= every {
                 self.last_stats = Instant::now();
-                let line = report::line(self.settings, self.stats, self.listener.as_deref(), None);
+                let listener = self.gate.as_ref().map(|g| &**g.listener());
+                let line = report::line(self.settings, self.stats, listener, None);
                 println!("{line} children={}", self.children.len());
             }
         }
     }
 
     fn begin_drain(&mut self) {
-        self.drain_deadline = Some(Instant::now() + self.settings.drain_timeout);
-        if let Some(listener) = self.listener.take() {
-            let _ = self.epoll.delete(listener.as_ref());
+        if self.drain.begin(self.settings.drain_timeout).is_none() {
+            return;
+        }
+        if let Some(gate) = self.gate.take() {
+            gate.close(&self.epoll);
         }
         // Closing our end of the pair is the message: every child reads end-of-file.
         self.drain_tx = None;
@@ -272,13 +265,18 @@ impl<'a> Parent<'a> {
 
     /// SIGKILL whatever is left, then reap it, so no child outlives the parent.
     fn kill_all(&mut self) {
-        for pid in &self.children {
-            let _ = process::kill(*pid, Signal::Kill);
-        }
+        kill(&self.children.iter().copied().collect::<Vec<_>>());
         let deadline = Instant::now() + Duration::from_secs(2);
         while !self.children.is_empty() && Instant::now() < deadline {
             self.reap();
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+}
+
+/// SIGKILLs every child in `pids`.
+fn kill(pids: &[Pid]) {
+    for pid in pids {
+        let _ = process::kill(*pid, Signal::Kill);
     }
 }

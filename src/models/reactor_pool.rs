@@ -26,11 +26,12 @@
 //! keeps the key in a local backlog and retries on its next turn. The backlog is bounded by the
 //! number of connections, because ONESHOT allows at most one outstanding event per connection.
 //!
-//! **Closing.** Only workers close connections (they hold the event). The reactor ends a
-//! connection (idle timeout, drain) by shutting its socket down, which makes the socket ready;
-//! the worker that gets the event then sees end-of-file or an error and closes it.
+//! **Closing.** Workers close connections (they hold the event). The reactor ends a connection
+//! early (idle timeout) by shutting its socket down, which makes the socket ready; the worker
+//! that gets the event then sees end-of-file or an error and closes it. At a drain it starts
+//! every connection's lingering close, and at the drain deadline it closes whatever is left
+//! itself.
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -39,16 +40,17 @@ use std::time::{Duration, Instant};
 use log::{debug, error, warn};
 use pool::counters::Counter;
 use pool::{Pool, PoolBuilder, WorkerContext};
-use reactor::{Epoll, Events, Interest, Signals, TcpListener, TcpStream, Timer, Token};
+use reactor::{Epoll, Events, Interest, Signals, TcpListener, TcpStream, Timer};
 
-use crate::accept::{accept_batch, AcceptState};
 use crate::config::Settings;
-use crate::conn::{Conn, Costly, Status};
-use crate::event_loop::{
-    with_scratch, Control, CONN_BASE, CONTROL, LISTENER, POOL_THREAD_NAME, TICK, TICK_PERIOD,
-};
+use crate::conn::{with_scratch, Conn, Costly, Expiry, Status};
+use crate::runtime::accept::AcceptGate;
+use crate::runtime::backlog::Backlog;
+use crate::runtime::mailbox::Mailbox;
+use crate::runtime::shutdown::Drain;
+use crate::runtime::supervisor::{supervise, Supervised};
+use crate::runtime::{conn_key, conn_token, names, LISTENER, MAILBOX, TICK, TICK_PERIOD};
 use crate::stats::Stats;
-use crate::supervisor::{supervise, Supervised};
 use crate::{report, server};
 
 /// Runs the reactor thread and the pool, supervised.
@@ -60,7 +62,7 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     let pool = Arc::new(
         PoolBuilder::new()
             .workers(settings.workers)
-            .name(POOL_THREAD_NAME)
+            .name(names::POOL)
             .pin(settings.pin)
             // A short spin: in a ping-pong the next job rarely comes within a few µs, and a
             // long spin burns more CPU per message than the futex wake it saves (measured:
@@ -69,16 +71,16 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
             .capacity(settings.args.ring_capacity)
             .spawn(move |key: usize, _worker: &WorkerContext| worker_shared.serve(key))?,
     );
-    let control = Control::new(0)?;
+    let mailbox = Mailbox::stop_only()?;
     let watch = Arc::downgrade(&listener);
     let reactor = {
-        let (shared, pool, control) =
-            (Arc::clone(&shared), Arc::clone(&pool), Arc::clone(&control));
+        let (shared, pool, mailbox) =
+            (Arc::clone(&shared), Arc::clone(&pool), Arc::clone(&mailbox));
         std::thread::Builder::new()
-            .name("rawloop-reactor".into())
+            .name(names::REACTOR.into())
             .spawn(move || {
                 if let Err(e) =
-                    Reactor::new(&shared, listener, &control, &pool).and_then(Reactor::run)
+                    Reactor::new(&shared, listener, &mailbox, &pool).and_then(Reactor::run)
                 {
                     error!("reactor failed: {e}");
                 }
@@ -97,11 +99,11 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
             shared.overlaps.load(Ordering::Relaxed)
         )
     };
-    let stop = || control.request_stop();
-    let stats_interval = settings.stats_interval;
+    let stop = || mailbox.request_stop();
     supervise(Supervised {
         signals,
-        stats_interval,
+        stats_interval: settings.stats_interval,
+        drain_timeout: settings.drain_timeout,
         report: &report,
         stop: &stop,
         threads: vec![reactor],
@@ -186,20 +188,22 @@ impl Shared {
         let limits = &self.settings.limits;
         let status =
             with_scratch(|scratch| conn.serve(scratch, limits, Costly::Inline, &self.stats));
-        match status {
-            Status::Wait(interest) => {
-                let token = Token(CONN_BASE + key as u64);
-                // Clear the mark before re-arming: the next event can only come after it.
-                self.slots[key].dispatched.store(false, Ordering::Release);
-                if let Err(e) = self
-                    .epoll
-                    .modify(conn.stream(), token, self.interest(interest))
-                {
-                    debug!("re-arm failed: {e}");
-                    self.close(key, guard);
-                }
-            }
-            Status::Close(_) | Status::Offload => self.close(key, guard),
+        let interest = match status {
+            Status::Wait(interest) => interest,
+            // Input set aside by the turn's budget: re-arming for writability too makes epoll
+            // report the socket at once (its send buffer has room), so the connection goes to
+            // the back of the ring and the other connections get their turn first.
+            Status::Yield => Interest::READABLE | Interest::WRITABLE,
+            Status::Close(_) | Status::Offload => return self.close(key, guard),
+        };
+        // Clear the mark before re-arming: the next event can only come after it.
+        self.slots[key].dispatched.store(false, Ordering::Release);
+        if let Err(e) = self
+            .epoll
+            .modify(conn.stream(), conn_token(key), self.interest(interest))
+        {
+            debug!("re-arm failed: {e}");
+            self.close(key, guard);
         }
     }
 
@@ -223,13 +227,13 @@ impl Shared {
 /// The reactor thread's state.
 struct Reactor<'a> {
     shared: &'a Shared,
-    listener: Option<Arc<TcpListener>>,
-    accept_paused: bool,
-    control: &'a Control,
+    /// `None` once draining.
+    gate: Option<AcceptGate>,
+    mailbox: &'a Mailbox,
     pool: &'a Pool<usize>,
     tick: Timer,
-    backlog: VecDeque<usize>,
-    drain_deadline: Option<Instant>,
+    backlog: Backlog<usize>,
+    drain: Drain,
     /// A stop was requested during this batch of events; the connections are told after the
     /// batch, when no event of the batch is still waiting to be dispatched.
     drain_pending: bool,
@@ -239,29 +243,25 @@ impl<'a> Reactor<'a> {
     fn new(
         shared: &'a Shared,
         listener: Arc<TcpListener>,
-        control: &'a Control,
+        mailbox: &'a Mailbox,
         pool: &'a Pool<usize>,
     ) -> io::Result<Self> {
+        let gate = AcceptGate::new(listener, shared.settings.args.max_conns);
+        gate.register(&shared.epoll)?;
         shared
             .epoll
-            .add(listener.as_ref(), LISTENER, Interest::READABLE)?;
-        shared
-            .epoll
-            .add(control.waker(), CONTROL, Interest::READABLE)?;
+            .add(mailbox.waker(), MAILBOX, Interest::READABLE)?;
         let tick = Timer::new()?;
         tick.set_interval(TICK_PERIOD)?;
         shared.epoll.add(&tick, TICK, Interest::READABLE)?;
-        let (listener, accept_paused, backlog, drain_deadline) =
-            (Some(listener), false, VecDeque::new(), None);
         Ok(Reactor {
             shared,
-            listener,
-            accept_paused,
-            control,
+            gate: Some(gate),
+            mailbox,
             pool,
             tick,
-            backlog,
-            drain_deadline,
+            backlog: Backlog::new(),
+            drain: Drain::default(),
             drain_pending: false,
         })
     }
@@ -269,30 +269,29 @@ impl<'a> Reactor<'a> {
     fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
         loop {
-            self.retry_backlog();
-            let mut timeout = self
-                .drain_deadline
-                .map(|d| d.saturating_duration_since(Instant::now()));
-            if !self.backlog.is_empty() {
-                timeout = Some(Duration::from_millis(1));
-            }
+            self.backlog.retry(|key| self.pool.submit(key));
+            let timeout = self.backlog.cap_timeout(self.drain.time_left());
             self.shared.epoll.wait(&mut events, timeout)?;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.on_listener(),
-                    CONTROL => self.on_control()?,
+                    MAILBOX => self.on_mailbox()?,
                     TICK => self.on_tick(),
-                    Token(t) => self.dispatch((t - CONN_BASE) as usize),
+                    token => {
+                        if let Some(key) = conn_key(token) {
+                            self.dispatch(key);
+                        }
+                    }
                 }
             }
             if std::mem::take(&mut self.drain_pending) {
                 self.close_gracefully();
             }
-            if let Some(deadline) = self.drain_deadline {
-                if self.shared.stats.open() == 0 || Instant::now() >= deadline {
-                    self.close_all();
-                    return Ok(());
-                }
+            if self.drain.is_draining()
+                && (self.shared.stats.open() == 0 || self.drain.is_overdue(Instant::now()))
+            {
+                self.close_all();
+                return Ok(());
             }
         }
     }
@@ -305,73 +304,30 @@ impl<'a> Reactor<'a> {
             self.shared.overlaps.fetch_add(1, Ordering::Relaxed);
             warn!("connection {key} got a second event while a worker holds the first");
         }
-        if let Err(key) = self.pool.submit(key) {
-            self.backlog.push_back(key);
-        }
-    }
-
-    fn retry_backlog(&mut self) {
-        while let Some(key) = self.backlog.pop_front() {
-            if let Err(key) = self.pool.submit(key) {
-                self.backlog.push_front(key);
-                return;
-            }
-        }
+        self.backlog.push(key, |key| self.pool.submit(key));
     }
 
     fn on_listener(&mut self) {
-        let Some(listener) = self.listener.clone() else {
+        let Some(gate) = &mut self.gate else {
             return;
         };
         let shared = self.shared;
-        let max = shared.settings.args.max_conns;
-        if accept_batch(&listener, &shared.stats, max, |stream| {
-            self.register(stream)
-        }) == AcceptState::Pause
-        {
-            self.accept_paused = shared.epoll.delete(listener.as_ref()).is_ok();
-        }
+        gate.on_ready(&shared.epoll, &shared.stats, |stream| {
+            register(shared, stream)
+        });
     }
 
-    fn register(&mut self, stream: TcpStream) {
-        let shared = self.shared;
-        let Some(key) = shared.free.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
-            shared.stats.refused.incr();
-            shared.stats.closed.incr();
-            return;
-        };
-        let conn = Conn::new(
-            stream,
-            shared.settings.args.protocol,
-            &shared.settings.limits,
-        );
-        let mut slot = shared.lock(key);
-        let token = Token(CONN_BASE + key as u64);
-        match shared
-            .epoll
-            .add(conn.stream(), token, shared.interest(Interest::READABLE))
+    fn on_mailbox(&mut self) -> io::Result<()> {
+        self.mailbox.waker().reset()?;
+        if self.mailbox.stop_requested()
+            && self
+                .drain
+                .begin(self.shared.settings.drain_timeout)
+                .is_some()
         {
-            Ok(()) => *slot = Some(conn),
-            Err(e) => {
-                warn!("epoll_ctl(ADD) failed: {e}");
-                drop(slot);
-                shared
-                    .free
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(key);
-                shared.stats.closed.incr();
-            }
-        }
-    }
-
-    fn on_control(&mut self) -> io::Result<()> {
-        self.control.waker().reset()?;
-        if self.control.stop_requested() && self.drain_deadline.is_none() {
-            self.drain_deadline = Some(Instant::now() + self.shared.settings.drain_timeout);
             self.drain_pending = true;
-            if let Some(listener) = self.listener.take() {
-                let _ = self.shared.epoll.delete(listener.as_ref());
+            if let Some(gate) = self.gate.take() {
+                gate.close(&self.shared.epoll);
             }
         }
         Ok(())
@@ -381,7 +337,7 @@ impl<'a> Reactor<'a> {
     /// coming, so it is re-armed for writability too, which fires at once: a worker then flushes
     /// it, sends its FIN and lingers until the client's FIN.
     fn close_gracefully(&mut self) {
-        let Some(deadline) = self.drain_deadline else {
+        let Some(deadline) = self.drain.deadline() else {
             return;
         };
         let shared = self.shared;
@@ -390,9 +346,11 @@ impl<'a> Reactor<'a> {
             let Some(conn) = guard.as_mut() else { continue };
             conn.begin_close(deadline);
             if !slot.dispatched.load(Ordering::Acquire) {
-                let token = Token(CONN_BASE + key as u64);
                 let interest = shared.interest(Interest::READABLE | Interest::WRITABLE);
-                if let Err(e) = shared.epoll.modify(conn.stream(), token, interest) {
+                if let Err(e) = shared
+                    .epoll
+                    .modify(conn.stream(), conn_token(key), interest)
+                {
                     debug!("re-arm for drain failed: {e}");
                 }
             }
@@ -401,25 +359,18 @@ impl<'a> Reactor<'a> {
 
     fn on_tick(&mut self) {
         let _ = self.tick.read();
-        if self.accept_paused {
-            if let Some(listener) = &self.listener {
-                self.accept_paused = self
-                    .shared
-                    .epoll
-                    .add(listener.as_ref(), LISTENER, Interest::READABLE)
-                    .is_err();
-            }
+        if let Some(gate) = &mut self.gate {
+            gate.on_tick(&self.shared.epoll);
         }
         let (now, idle_timeout) = (Instant::now(), self.shared.settings.idle_timeout);
         let stats = &self.shared.stats;
         // A connection being served right now is not idle: skip it rather than wait. An
         // expired one is shut down; the worker that gets its event closes it.
         self.for_each_conn(|conn| {
-            if conn.expired(now, idle_timeout)
-                && conn.abort()
-                && idle_timeout.is_some_and(|t| conn.idle_for(now) >= t)
-            {
-                stats.idle_closed.incr();
+            if let Some(why) = conn.core().expired(now, idle_timeout) {
+                if conn.abort() && why == Expiry::Idle {
+                    stats.idle_closed.incr();
+                }
             }
         });
     }
@@ -445,6 +396,35 @@ impl<'a> Reactor<'a> {
             if guard.is_some() {
                 self.shared.close(key, guard);
             }
+        }
+    }
+}
+
+/// Takes a free slot for a new connection and registers it (on the reactor thread).
+fn register(shared: &Shared, stream: TcpStream) {
+    let Some(key) = shared.free.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+        shared.stats.refused.incr();
+        shared.stats.closed.incr();
+        return;
+    };
+    let conn = Conn::new(
+        stream,
+        shared.settings.args.protocol,
+        &shared.settings.limits,
+    );
+    let mut slot = shared.lock(key);
+    let interest = shared.interest(Interest::READABLE);
+    match shared.epoll.add(conn.stream(), conn_token(key), interest) {
+        Ok(()) => *slot = Some(conn),
+        Err(e) => {
+            warn!("epoll_ctl(ADD) failed: {e}");
+            drop(slot);
+            shared
+                .free
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(key);
+            shared.stats.closed.incr();
         }
     }
 }

@@ -1,0 +1,258 @@
+//! The readiness driver: a [`Core`] fed by `recv(2)` and `send(2)` on a socket that epoll (or a
+//! blocking wait) said was ready.
+//!
+//! One call to [`Conn::serve`] is one *turn*: flush what is queued, process input the core set
+//! aside, then read while the core wants input (at most `read_budget` reads), handing each read
+//! to the core and each reply to the kernel, and finally translate the core's [`Next`] into the
+//! epoll interest the model should register. The turn never blocks on a nonblocking socket; on
+//! a blocking one it blocks in at most one read (`read_budget` 1).
+//!
+//! Replies take the shortest path: when nothing is queued, [`Core::receive`] hands the bytes
+//! straight from the read buffer to `send(2)` (through the driver's `Sender`), so an echo costs no copy;
+//! only what the kernel refuses is queued in the core.
+
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Instant;
+
+use log::{debug, error};
+use pool::counters::Counter;
+use reactor::{Interest, Shutdown, TcpStream};
+
+use super::core::{CloseReason, Core, Costly, Limits, Next, Received, Stop, Transmit, Turn};
+use super::Scratch;
+use crate::protocol::Protocol;
+use crate::stats::Stats;
+
+/// What the caller of [`Conn::serve`] should do with the connection next.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Keep it and call `serve` again when this readiness arrives.
+    Wait(Interest),
+    /// Its turn's budget ran out with input still set aside: call `serve` again soon, after
+    /// serving the others (its bytes are in the process, so no epoll event will come for them).
+    Yield,
+    /// A costly request is next: hand the connection to a worker (only with `Costly::Defer`).
+    Offload,
+    /// Done: drop the `Conn`, which closes the socket.
+    Close(CloseReason),
+}
+
+/// One client connection: its socket and its [`Core`].
+pub struct Conn {
+    stream: TcpStream,
+    core: Core,
+}
+
+impl Conn {
+    /// Wraps an accepted socket.
+    pub fn new(stream: TcpStream, protocol: Protocol, limits: &Limits) -> Conn {
+        Conn {
+            stream,
+            core: Core::new(protocol, limits, Instant::now()),
+        }
+    }
+
+    /// The socket, for registering with epoll.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The state machine, for timers and drains.
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Starts a graceful end: see [`Core::begin_close`]. The next `serve` does the work.
+    pub fn begin_close(&mut self, deadline: Instant) {
+        self.core.begin_close(deadline);
+    }
+
+    /// Ends the connection abruptly (idle timeout) from a thread that does not serve it:
+    /// `shutdown(SHUT_RDWR)` makes the socket ready and every further read or write fail, so
+    /// whoever serves it next closes it. Returns false if it was already aborted.
+    pub fn abort(&mut self) -> bool {
+        if !self.core.abort() {
+            return false;
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
+        true
+    }
+
+    /// Makes progress on this connection: one turn (see the module docs).
+    pub fn serve(
+        &mut self,
+        scratch: &mut Scratch,
+        limits: &Limits,
+        costly: Costly,
+        stats: &Stats,
+    ) -> Status {
+        // A panic here would be a bug in this crate, never the client's doing; still, it must
+        // cost one connection, not the thread that serves thousands. AssertUnwindSafe holds
+        // because the connection is closed right after, and the scratch buffers (which a panic
+        // may leave half-swapped) are replaced.
+        let mut moved = false;
+        let result = panic::catch_unwind(AssertUnwindSafe(|| {
+            self.turn(scratch, limits, costly, stats, &mut moved)
+        }));
+        if moved {
+            // One clock read per turn, not one per syscall.
+            self.core.touch(Instant::now());
+        }
+        match result {
+            Ok(Ok(status)) => status,
+            Ok(Err(err)) => {
+                // A reset or broken pipe is the client's business, not the server's: log it
+                // quietly and close this connection only.
+                debug!("closing connection: {err}");
+                stats.errors.incr();
+                Status::Close(CloseReason::Error)
+            }
+            Err(_) => {
+                error!("bug: serving a connection panicked; closing that connection only");
+                *scratch = Scratch::new();
+                stats.errors.incr();
+                Status::Close(CloseReason::Error)
+            }
+        }
+    }
+
+    fn turn(
+        &mut self,
+        scratch: &mut Scratch,
+        limits: &Limits,
+        costly: Costly,
+        stats: &Stats,
+        moved: &mut bool,
+    ) -> io::Result<Status> {
+        if self.core.deadline().is_some_and(|d| Instant::now() >= d) {
+            return Ok(Status::Close(CloseReason::Finished));
+        }
+        let Scratch { read, out } = scratch;
+        let core = &mut self.core;
+        let mut tx = Sender {
+            stream: &self.stream,
+            stats,
+            moved,
+        };
+        let mut turn = Turn::new(out, costly, stats);
+        flush(core, &mut tx)?;
+        if let Received::Stopped(stop) = core.resume(limits, &mut turn, &mut tx)? {
+            if let Some(status) = stopped(stop) {
+                return Ok(status);
+            }
+        }
+        if let Some(status) = read_and_receive(core, read, limits, &mut turn, &mut tx)? {
+            return Ok(status);
+        }
+        if core.fin_due() {
+            // Lingering and flushed by the replies just sent: no further event may come to
+            // send the FIN, so send it now.
+            flush(core, &mut tx)?;
+        }
+        Ok(status(core.next(limits)))
+    }
+}
+
+/// Reads while the core wants input, at most `read_budget` times, handing each read to the
+/// core. Returns a status when the core stopped the turn (budget, offload).
+fn read_and_receive(
+    core: &mut Core,
+    read: &mut [u8],
+    limits: &Limits,
+    turn: &mut Turn<'_>,
+    tx: &mut Sender<'_>,
+) -> io::Result<Option<Status>> {
+    let mut reads = 0;
+    while core.wants_read(limits) && reads < limits.read_budget {
+        let n = match tx.stream.read(read) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        };
+        reads += 1;
+        *tx.moved = true;
+        if n == 0 {
+            core.received_eof(turn, tx)?;
+            break;
+        }
+        tx.stats.bytes_in.add(n as u64);
+        if let Received::Stopped(stop) = core.receive(&read[..n], limits, turn, tx)? {
+            return Ok(stopped(stop));
+        }
+        if n < read.len() {
+            // A short read almost always means the socket is drained. Trying again would
+            // cost a read(2) that returns EAGAIN on nearly every message; leftover or newly
+            // arrived data makes a level-triggered socket readable again (nginx's
+            // ngx_unix_recv does the same).
+            break;
+        }
+    }
+    Ok(None)
+}
+
+/// The status a stopped `receive` turns into, or `None` to go on with the turn (high water:
+/// stop reading, wait for the socket to drain).
+fn stopped(stop: Stop) -> Option<Status> {
+    match stop {
+        Stop::HighWater => None,
+        Stop::Budget => Some(Status::Yield),
+        Stop::Offload => Some(Status::Offload),
+    }
+}
+
+/// The core's wishes as an epoll interest.
+fn status(next: Next) -> Status {
+    match next {
+        Next::Wait { read, write } => {
+            let mut interest = Interest::NONE;
+            if read {
+                interest = interest | Interest::READABLE;
+            }
+            if write {
+                interest = interest | Interest::WRITABLE;
+            }
+            Status::Wait(interest)
+        }
+        Next::Yield => Status::Yield,
+        Next::Offload => Status::Offload,
+        Next::Close(reason) => Status::Close(reason),
+    }
+}
+
+/// Writes the queued replies, then our FIN when the core says it is due.
+fn flush(core: &mut Core, tx: &mut Sender<'_>) -> io::Result<()> {
+    core.flush(tx)?;
+    if core.fin_due() {
+        // ENOTCONN here means the peer is already gone; the read side will see it.
+        let _ = tx.stream.shutdown(Shutdown::Write);
+        core.fin_sent();
+    }
+    Ok(())
+}
+
+/// The readiness driver's [`Transmit`]: `send(2)` until all is written or the kernel says
+/// EAGAIN.
+struct Sender<'a> {
+    stream: &'a TcpStream,
+    stats: &'a Stats,
+    moved: &'a mut bool,
+}
+
+impl Transmit for Sender<'_> {
+    fn transmit(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let mut written = 0;
+        while written < bytes.len() {
+            match self.stream.write(&bytes[written..]) {
+                Ok(n) => {
+                    written += n;
+                    self.stats.bytes_out.add(n as u64);
+                    *self.moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+}
