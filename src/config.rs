@@ -33,6 +33,9 @@ pub enum Model {
     Reuseport,
     /// N single-threaded processes, each an event loop on a SO_REUSEPORT listener.
     Prefork,
+    /// N pinned loops share one listener, each watching it with EPOLLEXCLUSIVE: nginx's shape
+    /// without `reuseport`.
+    SharedAccept,
 }
 
 impl Model {
@@ -47,8 +50,19 @@ impl Model {
             Model::ReactorOffload => "reactor-offload",
             Model::Reuseport => "reuseport",
             Model::Prefork => "prefork",
+            Model::SharedAccept => "shared-accept",
         }
     }
+}
+
+/// How the kernel picks a listener of a SO_REUSEPORT group for a new connection.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Steer {
+    /// The kernel's default: a hash of the connection's addresses and ports.
+    Hash,
+    /// The listener of the CPU that received the connection (a BPF program,
+    /// `SO_ATTACH_REUSEPORT_CBPF`), so a connection never changes core.
+    Cpu,
 }
 
 /// `echo-server`: an RFC 862 echo server that runs every concurrency model of rawloop.
@@ -129,6 +143,11 @@ pub struct Args {
     /// echoed message with the stats.
     #[arg(long)]
     pub syscall_stats: bool,
+
+    /// How `reuseport` and `prefork` spread connections over their listeners: `hash` (the
+    /// kernel's default) or `cpu` (each connection to the listener of the CPU that received it).
+    #[arg(long, value_enum, default_value = "hash")]
+    pub reuseport_steer: Steer,
 
     /// Teaching switch for `reactor-pool`: register sockets without EPOLLONESHOT, so two
     /// workers can get the same connection, and watch the `overlaps` counter catch it.

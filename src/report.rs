@@ -49,6 +49,14 @@ pub fn line(
     stats.line(&extra)
 }
 
+/// `line` with `fields` appended as ` key=value` pairs.
+pub fn with_fields(mut line: String, fields: &[(&str, String)]) -> String {
+    for (key, value) in fields {
+        let _ = write!(line, " {key}={value}");
+    }
+    line
+}
+
 /// Prints the final stats line (at exit).
 pub fn print_final(
     settings: &Settings,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use log::{info, warn};
 use reactor::{ListenOptions, Signal, Signals, TcpListener};
 
-use crate::config::Settings;
+use crate::config::{Settings, Steer};
 use crate::models;
 
 /// Runs the server described by `settings` until it is stopped.
@@ -43,13 +43,21 @@ pub fn bind(settings: &Settings, addr: SocketAddr, reuse_port: bool) -> io::Resu
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
-/// Binds `n` SO_REUSEPORT listeners on `--bind`; the first picks the port when it is 0.
+/// Binds `n` SO_REUSEPORT listeners on `--bind`; the first picks the port when it is 0. With
+/// `--reuseport-steer cpu` the group then spreads connections by CPU: listener `i` gets those
+/// received on CPU `i % n`.
 pub fn bind_group(settings: &Settings, n: usize) -> io::Result<Vec<Arc<TcpListener>>> {
     let first = bind(settings, settings.args.bind, true)?;
     let addr = first.local_addr()?;
     let mut listeners = vec![Arc::new(first)];
     for _ in 1..n {
         listeners.push(Arc::new(bind(settings, addr, true)?));
+    }
+    if settings.args.reuseport_steer == Steer::Cpu {
+        listeners[0]
+            .steer_by_cpu(n as u32)
+            .map_err(|e| io::Error::new(e.kind(), format!("--reuseport-steer cpu: {e}")))?;
+        info!("connections steered to the listener of their CPU (SO_ATTACH_REUSEPORT_CBPF)");
     }
     Ok(listeners)
 }

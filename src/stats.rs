@@ -12,6 +12,7 @@
 //! In the process models each process counts for itself: a forked child's counters die with it,
 //! so `process-per-conn` reports connection counts from the parent only.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -48,11 +49,13 @@ impl Stats {
         Arc::new(Stats::default())
     }
 
-    /// Counts one served message in both counters.
+    /// Counts one served message in both counters, and in the calling thread's own count
+    /// (see [`messages_on_this_thread`]).
     #[inline]
     pub fn message(&self) {
         self.messages.incr();
         self.messages_racy.incr();
+        THREAD_MESSAGES.with(|n| n.set(n.get() + 1));
     }
 
     /// Messages served so far (the correct count).
@@ -90,4 +93,16 @@ impl Stats {
         }
         line
     }
+}
+
+thread_local! {
+    /// Messages served by this thread: nobody else writes it, so it needs no atomic and cannot
+    /// race. A worker loop publishes it to its [`crate::runtime::tally::Tally`] slot on every
+    /// tick, which is how the stats line shows the load of each worker.
+    static THREAD_MESSAGES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Messages served by the calling thread since it started.
+pub fn messages_on_this_thread() -> u64 {
+    THREAD_MESSAGES.with(Cell::get)
 }

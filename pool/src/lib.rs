@@ -34,7 +34,8 @@
 //!   on a condvar behind a `sleepers` count, and producers wake one only when one sleeps.
 //! - `pool`: [`Pool`] and [`PoolBuilder`], N named, pinned workers running jobs from a
 //!   [`BlockingRing`], catching panics, draining on shutdown, with live [`PoolStats`].
-//! - `pin`: [`spawn_pinned`] and [`available_cores`], over `sched_setaffinity(2)`.
+//! - `pin`: [`spawn_pinned`], [`pin_current_thread`] and [`available_cores`], over
+//!   `sched_setaffinity(2)`.
 //! - [`counters`]: [`RacyCounter`](counters::RacyCounter) (loses updates, on purpose),
 //!   `AtomicCounter`, `ShardedCounter` and `MutexCounter`, each with its price.
 //! - `cache_padded`: [`CachePadded`], why 128 bytes.
@@ -74,6 +75,6 @@ mod sync;
 
 pub use blocking::{BlockingRing, PushError, DEFAULT_SPIN_LIMIT};
 pub use cache_padded::CachePadded;
-pub use pin::{available_cores, spawn_pinned};
+pub use pin::{available_cores, pin_current_thread, spawn_pinned};
 pub use pool::{Pool, PoolBuilder, PoolStats, WorkerContext, WorkerStats};
 pub use ring::{Producer, Ring, MAX_CAPACITY};

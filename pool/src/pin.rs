@@ -54,8 +54,9 @@ where
     })
 }
 
-/// Pins the calling thread to core `core_index % cores`, logging (once) when it cannot.
-fn pin_current_thread(core_index: usize) {
+/// Pins the calling thread to core `core_index % cores`, logging (once) when it cannot. For a
+/// thread that already exists, such as a forked child's only thread (`prefork`).
+pub fn pin_current_thread(core_index: usize) {
     static OVERSUBSCRIBED: Once = Once::new();
     static PIN_FAILED: Once = Once::new();
 

@@ -61,6 +61,17 @@ impl Interest {
         Interest(self.0 | libc::EPOLLONESHOT as u32)
     }
 
+    /// Exclusive wakeup (`EPOLLEXCLUSIVE`, epoll_ctl(2)): when several epoll sets watch the same
+    /// descriptor, an event wakes one (or a few) of their waiters, not all of them. For a
+    /// listener shared by worker loops: no thundering herd on every connection. Only with
+    /// `EPOLL_CTL_ADD`; such a registration cannot be modified, only deleted and added again.
+    /// epoll_ctl(2) allows it with `EPOLLIN`, `EPOLLOUT`, `EPOLLWAKEUP` and `EPOLLET` only, so
+    /// `EPOLLRDHUP` (which a listener never reports anyway) is dropped.
+    pub const fn exclusive(self) -> Interest {
+        let allowed = self.0 & !(libc::EPOLLRDHUP as u32);
+        Interest(allowed | libc::EPOLLEXCLUSIVE as u32)
+    }
+
     /// Whether this asks for readability.
     pub const fn is_readable(self) -> bool {
         self.0 & libc::EPOLLIN as u32 != 0

@@ -30,6 +30,7 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
         mailbox: Mailbox::stop_only()?,
         role: Standalone::new(signals, settings.stats_interval),
         hook: Inline,
+        worker: None,
     };
     event_loop::run(settings, &Stats::new(), parts)
 }

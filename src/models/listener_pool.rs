@@ -14,7 +14,6 @@
 //! bound.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
@@ -29,6 +28,7 @@ use crate::runtime::event_loop::{self, Inline, Parts, UnderSupervisor};
 use crate::runtime::mailbox::{Arrival, Mailbox};
 use crate::runtime::names;
 use crate::runtime::supervisor::{supervise, Supervised};
+use crate::runtime::tally::Tally;
 use crate::stats::Stats;
 use crate::{report, server};
 
@@ -41,12 +41,13 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     server::announce(&listener)?;
     let stats = Stats::new();
     let settings = Arc::new(settings.clone());
-    let (workers, mut threads) = spawn_workers(&settings, &stats)?;
+    let tally = Tally::new(settings.workers);
+    let (workers, mut threads) = spawn_workers(&settings, &stats, &tally)?;
     let listen = Arc::new(Listener {
         settings: Arc::clone(&settings),
         stats: Arc::clone(&stats),
         workers: workers.clone(),
-        assigned: (0..settings.workers).map(|_| AtomicU64::new(0)).collect(),
+        tally,
     });
     let stop_listener = Mailbox::stop_only()?;
     let watch = Arc::downgrade(&listener);
@@ -54,7 +55,7 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     threads.push(spawn_listener(gate, &listen, &stop_listener)?);
     let report = || {
         let line = report::line(&settings, &stats, Weak::upgrade(&watch).as_deref(), None);
-        format!("{line} worker_conns={}", listen.counts())
+        report::with_fields(line, &listen.tally.fields())
     };
     let stop = || {
         stop_listener.request_stop();
@@ -74,14 +75,18 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
 type Workers = (Vec<Arc<Mailbox>>, Vec<JoinHandle<()>>);
 
 /// Starts the pinned worker loops, each fed through its own mailbox.
-fn spawn_workers(settings: &Arc<Settings>, stats: &Arc<Stats>) -> io::Result<Workers> {
+fn spawn_workers(
+    settings: &Arc<Settings>,
+    stats: &Arc<Stats>,
+    tally: &Arc<Tally>,
+) -> io::Result<Workers> {
     let mut mailboxes = Vec::new();
     let mut threads = Vec::new();
     for i in 0..settings.workers {
         let mailbox = Mailbox::new(INBOX_CAPACITY)?;
         mailboxes.push(Arc::clone(&mailbox));
         let (settings, stats) = (Arc::clone(settings), Arc::clone(stats));
-        let pin = settings.pin;
+        let (pin, worker) = (settings.pin, Some(tally.slot(i)));
         threads.push(pool::spawn_pinned(
             names::event_loop(i),
             i,
@@ -92,6 +97,9 @@ fn spawn_workers(settings: &Arc<Settings>, stats: &Arc<Stats>) -> io::Result<Wor
                     mailbox,
                     role: UnderSupervisor,
                     hook: Inline,
+                    // The listener thread counts the connections it hands over; the loop
+                    // publishes the messages it served.
+                    worker,
                 };
                 if let Err(e) = event_loop::run(&settings, &stats, parts) {
                     error!("worker loop {i} failed: {e}");
@@ -122,12 +130,12 @@ fn spawn_listener(
         })
 }
 
-/// The listener thread's side: the workers' mailboxes and how many connections each got.
+/// The listener thread's side: the workers' mailboxes and the per-worker counts.
 struct Listener {
     settings: Arc<Settings>,
     stats: Arc<Stats>,
     workers: Vec<Arc<Mailbox>>,
-    assigned: Vec<AtomicU64>,
+    tally: Arc<Tally>,
 }
 
 impl Listener {
@@ -143,7 +151,7 @@ impl Listener {
             let i = (*next + attempt) % n;
             match self.workers[i].send(arrival) {
                 Ok(()) => {
-                    self.assigned[i].fetch_add(1, Ordering::Relaxed);
+                    self.tally.took_conn(i);
                     *next = i + 1;
                     return;
                 }
@@ -153,15 +161,5 @@ impl Listener {
         warn!("every worker mailbox is full: refusing a connection");
         self.stats.refused.incr();
         self.stats.closed.incr();
-    }
-
-    /// Connections per worker so far, comma-separated.
-    fn counts(&self) -> String {
-        let counts: Vec<String> = self
-            .assigned
-            .iter()
-            .map(|n| n.load(Ordering::Relaxed).to_string())
-            .collect();
-        counts.join(",")
     }
 }

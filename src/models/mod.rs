@@ -12,6 +12,7 @@
 //! | `reactor-offload` | reactor + N pinned workers | the reactor; a worker for costly requests |
 //! | `reuseport` | N pinned loops, N listeners | each loop, for what its listener accepted |
 //! | `prefork` | parent + N single-threaded processes | each child's loop |
+//! | `shared-accept` | N pinned loops, 1 listener (EPOLLEXCLUSIVE) | the loop the kernel woke |
 
 mod event_loop;
 mod listener_pool;
@@ -20,6 +21,7 @@ mod process_per_conn;
 mod reactor_offload;
 mod reactor_pool;
 mod reuseport;
+mod shared_accept;
 mod thread_per_conn;
 
 use std::io;
@@ -39,5 +41,6 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
         Model::ReactorOffload => reactor_offload::run(settings, signals),
         Model::Reuseport => reuseport::run(settings, signals),
         Model::Prefork => prefork::run(settings, signals),
+        Model::SharedAccept => shared_accept::run(settings, signals),
     }
 }

@@ -64,12 +64,18 @@ fn serve_child(
     drop(parent); // closes the inherited signalfd (and nothing else is open)
     let _ = process::set_parent_death_signal(Signal::Kill);
     let (index, listener) = child;
+    if settings.pin {
+        // One child per core, like `reuseport`'s threads: with `--reuseport-steer cpu` the
+        // child of CPU `i` owns listener `i`, so a connection never changes core.
+        pool::pin_current_thread(index);
+    }
     let signals = Signals::new(&[Signal::Interrupt, Signal::Terminate])?;
     let parts = Parts {
         gate: Some(AcceptGate::new(listener, settings.args.max_conns)),
         mailbox: Mailbox::stop_only()?,
         role: Standalone::new(signals, settings.stats_interval),
         hook: Inline,
+        worker: None,
     };
     let code = match event_loop::run(settings, &Stats::new(), parts) {
         Ok(()) => 0,

@@ -51,6 +51,7 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     let parts = Parts {
         gate: Some(AcceptGate::new(listener, settings.args.max_conns)),
         hook: Offload::spawn(settings, workers, &stats, &mailbox)?,
+        worker: None,
         mailbox,
         role: Standalone::new(signals, settings.stats_interval),
     };

@@ -9,7 +9,11 @@
 //! per-loop stats), and connections waiting in a closed socket's queue are reset.
 //!
 //! Each thread runs the shared [`event_loop`] under the supervisor, with an [`AcceptGate`] of
-//! its own (so each has its own spare descriptor for surviving EMFILE).
+//! its own (so each has its own spare descriptor for surviving EMFILE). `worker_conns=` in the
+//! stats line shows how the hash spread the connections. `--reuseport-steer cpu` replaces the
+//! hash with a BPF program that picks the listener of the CPU that received the connection
+//! ([`reactor::TcpListener::steer_by_cpu`]), so with each loop pinned to its core a connection
+//! never changes core.
 
 use std::io;
 use std::sync::{Arc, Weak};
@@ -23,6 +27,7 @@ use crate::runtime::event_loop::{self, Inline, Parts, UnderSupervisor};
 use crate::runtime::mailbox::Mailbox;
 use crate::runtime::names;
 use crate::runtime::supervisor::{supervise, Supervised};
+use crate::runtime::tally::Tally;
 use crate::stats::Stats;
 use crate::{report, server};
 
@@ -37,7 +42,9 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     // The supervisor watches the listeners through weak references: when a loop drops its
     // listener at shutdown, the socket really closes instead of lingering here.
     let watch: Vec<Weak<TcpListener>> = listeners.iter().map(Arc::downgrade).collect();
+    let tally = Tally::new(settings.workers);
     for (i, listener) in listeners.into_iter().enumerate() {
+        let worker = Some(tally.slot(i));
         let mailbox = Mailbox::stop_only()?;
         mailboxes.push(Arc::clone(&mailbox));
         let (settings, stats) = (Arc::clone(&settings), Arc::clone(&stats));
@@ -51,6 +58,7 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
                     mailbox,
                     role: UnderSupervisor,
                     hook: Inline,
+                    worker,
                 };
                 if let Err(e) = event_loop::run(&settings, &stats, parts) {
                     error!("event loop {i} failed: {e}");
@@ -60,7 +68,8 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     }
     let report = || {
         let first = watch.iter().find_map(Weak::upgrade);
-        report::line(&settings, &stats, first.as_deref(), None)
+        let line = report::line(&settings, &stats, first.as_deref(), None);
+        report::with_fields(line, &tally.fields())
     };
     let stop = || mailboxes.iter().for_each(|m| m.request_stop());
     supervise(Supervised {

@@ -49,6 +49,8 @@ pub struct AcceptGate {
     spare: Option<File>,
     /// The listener is out of the epoll set until the next tick.
     paused: bool,
+    /// Registered with `EPOLLEXCLUSIVE`: several loops watch this same listener.
+    exclusive: bool,
 }
 
 impl AcceptGate {
@@ -60,6 +62,17 @@ impl AcceptGate {
             max_conns,
             spare: open_spare(),
             paused: false,
+            exclusive: false,
+        }
+    }
+
+    /// A gate for one of several loops that share `listener` (`shared-accept`): it registers
+    /// with `EPOLLEXCLUSIVE` (epoll_ctl(2)), so that a new connection wakes one waiting loop,
+    /// not all of them (the thundering herd).
+    pub fn shared(listener: Arc<TcpListener>, max_conns: usize) -> AcceptGate {
+        AcceptGate {
+            exclusive: true,
+            ..AcceptGate::new(listener, max_conns)
         }
     }
 
@@ -70,7 +83,11 @@ impl AcceptGate {
 
     /// Adds the listener to `epoll` under [`LISTENER`].
     pub fn register(&self, epoll: &Epoll) -> io::Result<()> {
-        epoll.add(self.listener.as_ref(), LISTENER, Interest::READABLE)
+        let interest = match self.exclusive {
+            true => Interest::READABLE.exclusive(),
+            false => Interest::READABLE,
+        };
+        epoll.add(self.listener.as_ref(), LISTENER, interest)
     }
 
     /// The listener is readable: accepts a batch and hands every admitted connection to

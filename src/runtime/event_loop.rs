@@ -42,12 +42,13 @@ use reactor::{Epoll, Events, Interest, Signals, Timer, Token};
 use super::accept::AcceptGate;
 use super::mailbox::{Arrival, Mailbox};
 use super::shutdown::{read_stop_signals, Drain};
+use super::tally::WorkerSlot;
 use super::{conn_key, conn_token, LISTENER, MAILBOX, SIGNALS, TICK, TICK_PERIOD};
 use crate::config::Settings;
 use crate::conn::{Conn, Costly, Expiry, Scratch, Status};
 use crate::report;
 use crate::slab::Slab;
-use crate::stats::Stats;
+use crate::stats::{messages_on_this_thread, Stats};
 
 /// Events returned by one `epoll_wait`: enough to amortise the syscall, small enough to stay
 /// in cache.
@@ -182,6 +183,8 @@ pub struct Parts<R, H> {
     pub role: R,
     /// Where costly requests run.
     pub hook: H,
+    /// This loop's place in its model's per-worker counts, if it is one worker of several.
+    pub worker: Option<WorkerSlot>,
 }
 
 /// Runs the loop until it has been asked to stop (signal or mailbox) and has drained.
@@ -207,6 +210,7 @@ struct EventLoop<'a, R, H> {
     mailbox: Arc<Mailbox>,
     role: R,
     hook: H,
+    worker: Option<WorkerSlot>,
     tick: Timer,
     conns: Slab<Entry>,
     /// Connections that yielded this turn, served again in the next one.
@@ -234,6 +238,7 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
             mailbox: parts.mailbox,
             role: parts.role,
             hook: parts.hook,
+            worker: parts.worker,
             tick,
             conns: Slab::new(),
             ready: Vec::new(),
@@ -289,6 +294,9 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
         let mut accepted = Vec::new();
         gate.on_ready(&self.epoll, self.stats, |stream| accepted.push(stream));
         for stream in accepted {
+            if let Some(worker) = &self.worker {
+                worker.took_conn();
+            }
             let conn = Conn::new(stream, self.settings.args.protocol, &self.settings.limits);
             self.register(conn, Interest::READABLE);
         }
@@ -326,6 +334,9 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
         self.sweep_expired(now);
         if let Some(gate) = &mut self.gate {
             gate.on_tick(&self.epoll);
+        }
+        if let Some(worker) = &self.worker {
+            worker.publish_msgs(messages_on_this_thread());
         }
         let (settings, stats, gate, hook) = (self.settings, self.stats, &self.gate, &self.hook);
         let line = || stats_line(settings, stats, gate.as_ref(), hook.pool_stats());
@@ -475,6 +486,9 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
             self.close(key);
         }
         let pool = self.hook.finish();
+        if let Some(worker) = &self.worker {
+            worker.publish_msgs(messages_on_this_thread());
+        }
         // Connections that came back while the hook was stopping are closed with the mailbox.
         while self.mailbox.receive().is_some() {
             self.stats.closed.incr();

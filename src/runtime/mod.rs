@@ -11,6 +11,7 @@
 //! - [`mailbox`]: how other threads reach a loop blocked in `epoll_wait(2)`.
 //! - [`backlog`]: items a full ring refused, retried, never dropped.
 //! - [`shutdown`]: the drain deadline and the "a second signal exits at once" rule.
+//! - [`tally`]: per-worker counts (connections taken, messages served) for the stats line.
 //!
 //! And, here, the names every loop agrees on: epoll tokens, thread names, the tick.
 
@@ -20,6 +21,7 @@ pub mod event_loop;
 pub mod mailbox;
 pub mod shutdown;
 pub mod supervisor;
+pub mod tally;
 
 use std::time::Duration;
 

@@ -139,6 +139,26 @@ pub(crate) fn setsockopt_linger(fd: BorrowedFd<'_>, on: bool, secs: i32) -> io::
     setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, &linger)
 }
 
+/// `SO_ATTACH_REUSEPORT_CBPF` from asm-generic/socket.h; the libc crate defines it for Android
+/// only.
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+/// `setsockopt(SO_ATTACH_REUSEPORT_CBPF)`: attaches the classic BPF program `program` to the
+/// SO_REUSEPORT group of `fd`; its return value picks the socket, by index in the group
+/// (socket(7)).
+pub(crate) fn attach_reuseport_cbpf(
+    fd: BorrowedFd<'_>,
+    program: &[libc::sock_filter],
+) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        // The kernel only reads the program (it copies it during the call): the `*mut` is the
+        // C struct's spelling, not a licence to write.
+        filter: program.as_ptr().cast_mut(),
+    };
+    setsockopt(fd, libc::SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &fprog)
+}
+
 /// `getsockopt` for the `int` options (SO_ERROR, SO_RCVBUF, ...).
 pub(crate) fn getsockopt_int(
     fd: BorrowedFd<'_>,
