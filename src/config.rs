@@ -55,6 +55,15 @@ impl Model {
     }
 }
 
+/// How stats lines are written (`--stats-format`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatsFormat {
+    /// `stats time=... key=value ...`: one line, greppable, readable.
+    Text,
+    /// One JSON object per line, for scripts and dashboards.
+    Json,
+}
+
 /// How the kernel picks a listener of a SO_REUSEPORT group for a new connection.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Steer {
@@ -96,6 +105,11 @@ pub struct Args {
     /// Print a stats line to stdout every SECS seconds (0: only at exit; at least 0.1).
     #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = seconds(0.1, 86_400.0, true), allow_negative_numbers = true)]
     pub stats_interval: f64,
+
+    /// How stats lines are written: `text` (`stats time=... key=value ...`) or `json` (one
+    /// object per line). Periodic and final lines carry the same fields; the last has `final`.
+    #[arg(long, value_enum, default_value = "text")]
+    pub stats_format: StatsFormat,
 
     /// Worker threads or processes for the multi-threaded and multi-process models
     /// (default: one per available core; `reactor-offload`: one fewer, leaving the reactor a

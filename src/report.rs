@@ -1,22 +1,39 @@
 //! Stats lines: what a server prints every `--stats-interval` and at exit.
 //!
-//! The format is one line of `key=value` pairs starting with `stats`, on stdout, so a test or a
-//! script can parse it with a split and a person can read it. The model adds what only it
-//! knows: the accept-queue depth of its listener (`TCP_INFO`), the ring and per-worker counts of
-//! the pool (load imbalance), and, with `--syscall-stats`, syscalls per echoed message.
+//! A line is `key=value` pairs after the word `stats`, on stdout, so a test or a script can
+//! parse it with a split and a person can read it; the first field is the time (RFC 3339, UTC)
+//! and the last line of a run carries `final=1`. Periodic and final lines have the same fields.
+//! With `--stats-format json` each line is instead one JSON object (numbers as numbers,
+//! comma-separated lists as arrays), for scripts and dashboards. The model adds what only it
+//! knows: the accept-queue depth of its listener (`TCP_INFO`), the ring and per-worker counts
+//! (load imbalance), and, with `--syscall-stats`, syscalls per echoed message.
+//!
+//! Every line goes out through [`emit`], which stamps and renders it.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::OnceLock;
 
 use pool::PoolStats;
 use reactor::TcpListener;
 
-use crate::config::Settings;
-use crate::stats::Stats;
+use crate::config::{Settings, StatsFormat};
+use crate::stats::{Counts, Stats};
 
 /// The stats line for this moment.
 pub fn line(
     settings: &Settings,
     stats: &Stats,
+    listener: Option<&TcpListener>,
+    pool: Option<&PoolStats>,
+) -> String {
+    line_of(settings, stats.counts(), listener, pool)
+}
+
+/// The stats line of `counts` (which may add up several processes) for this moment.
+pub fn line_of(
+    settings: &Settings,
+    counts: Counts,
     listener: Option<&TcpListener>,
     pool: Option<&PoolStats>,
 ) -> String {
@@ -43,10 +60,68 @@ pub fn line(
     }
     if reactor::syscalls::is_enabled() {
         let futex_wakes = pool.map_or(0, |p| p.wakeups);
-        let per_msg = syscalls_per_message(stats.messages_total(), futex_wakes);
+        let per_msg = syscalls_per_message(counts.messages, futex_wakes);
         extra.push(("syscalls_per_msg", per_msg));
     }
-    stats.line(&extra)
+    counts.line(&extra)
+}
+
+/// Chooses how [`emit`] renders lines (`--stats-format`); set once at start-up.
+pub fn set_format(format: StatsFormat) {
+    let _ = FORMAT.set(format);
+}
+
+static FORMAT: OnceLock<StatsFormat> = OnceLock::new();
+
+/// Prints a stats line (`stats k=v ...`) on stdout, stamped with the time and rendered in the
+/// chosen format, and flushes it (stdout is a pipe when a script reads it).
+pub fn emit(line: &str) {
+    let fields = line.strip_prefix("stats ").unwrap_or(line);
+    let now = jiff::Timestamp::now();
+    let text = match FORMAT.get().copied().unwrap_or(StatsFormat::Text) {
+        StatsFormat::Text => format!("stats time={now:.3} {fields}"),
+        StatsFormat::Json => json(&format!("time={now:.3} {fields}")),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
+/// `k=v k=v` as one JSON object: numbers stay numbers, `a,b` lists become arrays, `k:v` lists
+/// objects, anything else a string.
+fn json(fields: &str) -> String {
+    let members: Vec<String> = fields
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(key, value)| format!("\"{}\":{}", escape(key), json_value(value)))
+        .collect();
+    format!("{{{}}}", members.join(","))
+}
+
+fn json_value(value: &str) -> String {
+    let number = |v: &str| v.parse::<f64>().is_ok_and(f64::is_finite);
+    if number(value) {
+        return value.to_string();
+    }
+    let items: Vec<&str> = value.split(',').collect();
+    if items.len() > 1 && items.iter().all(|v| number(v)) {
+        return format!("[{}]", items.join(","));
+    }
+    let pairs: Option<Vec<(&str, &str)>> = items.iter().map(|i| i.split_once(':')).collect();
+    match pairs {
+        Some(pairs) if pairs.iter().all(|(_, v)| number(v)) => {
+            let members: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("\"{}\":{v}", escape(k)))
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+        _ => format!("\"{}\"", escape(value)),
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// `line` with `fields` appended as ` key=value` pairs.
@@ -57,14 +132,9 @@ pub fn with_fields(mut line: String, fields: &[(&str, String)]) -> String {
     line
 }
 
-/// Prints the final stats line (at exit).
-pub fn print_final(
-    settings: &Settings,
-    stats: &Stats,
-    listener: Option<&TcpListener>,
-    pool: Option<&PoolStats>,
-) {
-    println!("{} final=1", line(settings, stats, listener, pool));
+/// `line` marked as the last of the run.
+pub fn final_line(line: String) -> String {
+    line + " final=1"
 }
 
 /// `futex_wakes` are the pool's wakeups of parked workers (each a `futex(FUTEX_WAKE)`), which

@@ -8,7 +8,7 @@ use log::{info, warn};
 use reactor::{ListenOptions, Signal, Signals, TcpListener};
 
 use crate::config::{Settings, Steer};
-use crate::models;
+use crate::{models, report};
 
 /// Runs the server described by `settings` until it is stopped.
 pub fn run(settings: Settings) -> io::Result<()> {
@@ -18,6 +18,7 @@ pub fn run(settings: Settings) -> io::Result<()> {
     if settings.args.syscall_stats {
         reactor::syscalls::enable();
     }
+    report::set_format(settings.args.stats_format);
     match reactor::process::raise_nofile_limit() {
         Ok(limit) => info!("descriptor limit: {limit}"),
         Err(e) => warn!("could not raise RLIMIT_NOFILE: {e}"),

@@ -9,11 +9,14 @@
 //! "lost updates", which is the race our design notes describe ("both read 0, increment to 1,
 //! and store 1"), happening live.
 //!
-//! In the process models each process counts for itself: a forked child's counters die with it,
-//! so `process-per-conn` reports connection counts from the parent only.
+//! In the process models each process counts for itself, and a forked child's counters would
+//! die with it; so children publish theirs to [`SharedCounts`], a table in memory that parent
+//! and children share (`MAP_SHARED`), and the parent's line adds them up.
 
 use std::cell::Cell;
 use std::fmt::Write as _;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pool::counters::{AtomicCounter, Counter, RacyCounter, ShardedCounter};
@@ -68,30 +71,170 @@ impl Stats {
         self.accepted.get().saturating_sub(self.closed.get())
     }
 
+    /// Every counter's value now, as plain numbers.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            accepted: self.accepted.get(),
+            refused: self.refused.get(),
+            closed: self.closed.get(),
+            idle_closed: self.idle_closed.get(),
+            errors: self.errors.get(),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            messages: self.messages.get(),
+            messages_racy: self.messages_racy.get(),
+            fd_exhausted: self.fd_exhausted.get(),
+        }
+    }
+
     /// One `key=value` line: stable, greppable, easy to parse in tests and scripts.
     pub fn line(&self, extra: &[(&str, String)]) -> String {
-        let messages = self.messages.get();
-        let racy = self.messages_racy.get();
+        self.counts().line(extra)
+    }
+}
+
+/// The counters of [`Stats`] at one moment, as plain numbers: what a process publishes to its
+/// parent, and what a stats line prints.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// See [`Stats::accepted`].
+    pub accepted: u64,
+    /// See [`Stats::refused`].
+    pub refused: u64,
+    /// See [`Stats::closed`].
+    pub closed: u64,
+    /// See [`Stats::idle_closed`].
+    pub idle_closed: u64,
+    /// See [`Stats::errors`].
+    pub errors: u64,
+    /// See [`Stats::bytes_in`].
+    pub bytes_in: u64,
+    /// See [`Stats::bytes_out`].
+    pub bytes_out: u64,
+    /// See [`Stats::messages`].
+    pub messages: u64,
+    /// See [`Stats::messages_racy`].
+    pub messages_racy: u64,
+    /// See [`Stats::fd_exhausted`].
+    pub fd_exhausted: u64,
+}
+
+/// How many numbers a [`Counts`] is.
+const N_COUNTS: usize = 10;
+
+impl Counts {
+    /// The stats line of these counts, with `extra` fields appended.
+    pub fn line(&self, extra: &[(&str, String)]) -> String {
         let mut line = format!(
             "stats accepted={} open={} closed={} refused={} idle_closed={} errors={} \
              bytes_in={} bytes_out={} messages={} messages_racy={} lost_updates={} fd_exhausted={}",
-            self.accepted.get(),
-            self.open(),
-            self.closed.get(),
-            self.refused.get(),
-            self.idle_closed.get(),
-            self.errors.get(),
-            self.bytes_in.get(),
-            self.bytes_out.get(),
-            messages,
-            racy,
-            messages.saturating_sub(racy),
-            self.fd_exhausted.get(),
+            self.accepted,
+            self.accepted.saturating_sub(self.closed),
+            self.closed,
+            self.refused,
+            self.idle_closed,
+            self.errors,
+            self.bytes_in,
+            self.bytes_out,
+            self.messages,
+            self.messages_racy,
+            self.messages.saturating_sub(self.messages_racy),
+            self.fd_exhausted,
         );
         for (key, value) in extra {
             let _ = write!(line, " {key}={value}");
         }
         line
+    }
+
+    fn to_array(self) -> [u64; N_COUNTS] {
+        [
+            self.accepted,
+            self.refused,
+            self.closed,
+            self.idle_closed,
+            self.errors,
+            self.bytes_in,
+            self.bytes_out,
+            self.messages,
+            self.messages_racy,
+            self.fd_exhausted,
+        ]
+    }
+
+    fn from_array(a: [u64; N_COUNTS]) -> Counts {
+        let [accepted, refused, closed, idle_closed, errors, bytes_in, bytes_out, messages, messages_racy, fd_exhausted] =
+            a;
+        Counts {
+            accepted,
+            refused,
+            closed,
+            idle_closed,
+            errors,
+            bytes_in,
+            bytes_out,
+            messages,
+            messages_racy,
+            fd_exhausted,
+        }
+    }
+}
+
+impl std::ops::Add for Counts {
+    type Output = Counts;
+
+    fn add(self, other: Counts) -> Counts {
+        let (a, b) = (self.to_array(), other.to_array());
+        Counts::from_array(std::array::from_fn(|i| a[i] + b[i]))
+    }
+}
+
+/// [`Counts`] that a process's forked children share with it (`process-per-conn`, `prefork`):
+/// a table of slots in a `MAP_SHARED` mapping ([`reactor::SharedCounters`]), one per child or
+/// one for all, so the parent's stats line counts what its children served.
+pub struct SharedCounts {
+    table: reactor::SharedCounters,
+}
+
+impl SharedCounts {
+    /// `slots` all-zero slots, shared with every child forked from now on.
+    pub fn new(slots: usize) -> io::Result<SharedCounts> {
+        Ok(SharedCounts {
+            table: reactor::SharedCounters::new(slots * N_COUNTS)?,
+        })
+    }
+
+    /// Adds `counts` to `slot` (a child that is done adds its share).
+    pub fn add(&self, slot: usize, counts: Counts) {
+        for (cell, n) in self.slot(slot).iter().zip(counts.to_array()) {
+            // Relaxed: statistics; the parent reads them for display only.
+            cell.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces `slot` with `counts` (a live child publishes its running totals).
+    pub fn store(&self, slot: usize, counts: Counts) {
+        for (cell, n) in self.slot(slot).iter().zip(counts.to_array()) {
+            cell.store(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts in `slot`.
+    pub fn get(&self, slot: usize) -> Counts {
+        let cells = self.slot(slot);
+        Counts::from_array(std::array::from_fn(|i| cells[i].load(Ordering::Relaxed)))
+    }
+
+    /// Every slot summed.
+    pub fn sum(&self) -> Counts {
+        let slots = self.table.as_slice().len() / N_COUNTS;
+        (0..slots)
+            .map(|i| self.get(i))
+            .fold(Counts::default(), |a, b| a + b)
+    }
+
+    fn slot(&self, slot: usize) -> &[AtomicU64] {
+        &self.table.as_slice()[slot * N_COUNTS..(slot + 1) * N_COUNTS]
     }
 }
 

@@ -44,6 +44,8 @@
 //! - [`signal`]: [`Signals`], SIGINT/SIGTERM/SIGCHLD as epoll events through signalfd(2).
 //! - [`timer`]: [`Timer`], timerfd_create(2) timers that are just more descriptors in the set.
 //! - [`process`]: fork (refused when multi-threaded), reaping, kill, RLIMIT_NOFILE.
+//! - [`shm`]: [`SharedCounters`], atomics in memory that forked children share with their
+//!   parent.
 //! - [`syscalls`]: opt-in counters of the syscalls made through this crate.
 //!
 //! Linux only. Every descriptor is an [`OwnedFd`](std::os::fd::OwnedFd) created with
@@ -58,6 +60,7 @@ mod sys;
 pub mod epoll;
 pub mod net;
 pub mod process;
+pub mod shm;
 pub mod signal;
 pub mod syscalls;
 pub mod timer;
@@ -65,6 +68,7 @@ pub mod waker;
 
 pub use epoll::{Epoll, Event, Events, Interest, Token};
 pub use net::{somaxconn, AcceptQueue, ListenOptions, TcpListener, TcpStream};
+pub use shm::SharedCounters;
 pub use signal::{Signal, Signals};
 pub use std::net::Shutdown;
 pub use timer::Timer;

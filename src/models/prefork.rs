@@ -12,6 +12,10 @@
 //! the connections that nobody would ever accept. The parent stays single-threaded, which is
 //! what makes `fork` safe (see `process_per_conn`).
 //!
+//! **Stats.** Each child prints its own lines, labelled `child=<i>`, and stores its counts in
+//! slot `i` of a table in `MAP_SHARED` memory made before the first fork ([`SharedCounts`]); the
+//! parent prints the total, last.
+//!
 //! A child does not reuse the parent's signalfd: signalfd(2) notes that epoll readiness of an
 //! inherited signalfd follows the process that registered it, so the child drops it and opens
 //! its own (the blocked mask itself is inherited, so nothing slips through in between).
@@ -24,15 +28,15 @@ use std::time::Duration;
 
 use log::{error, info, warn};
 use reactor::process::{self, Fork, Pid};
-use reactor::{Epoll, Events, Interest, Signal, Signals, TcpListener};
+use reactor::{Epoll, Events, Interest, Signal, Signals, TcpListener, Timer};
 
 use crate::config::Settings;
 use crate::runtime::accept::AcceptGate;
 use crate::runtime::event_loop::{self, Inline, Parts, Standalone};
 use crate::runtime::mailbox::Mailbox;
-use crate::runtime::SIGNALS;
-use crate::server;
-use crate::stats::Stats;
+use crate::runtime::{SIGNALS, TICK};
+use crate::stats::{Counts, SharedCounts, Stats};
+use crate::{report, server};
 
 /// Runs the parent; in each child, runs an event loop and exits.
 pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
@@ -44,6 +48,8 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
         signals,
         children: HashMap::new(),
         stopping: false,
+        // One slot per child, and one for what children that died had served.
+        counts: Arc::new(SharedCounts::new(settings.workers + 1)?),
     };
     let listeners = listeners.into_iter().enumerate().collect::<Vec<_>>();
     if let Some(child) = parent.start(listeners)? {
@@ -61,6 +67,7 @@ fn serve_child(
     parent: Parent<'_>,
     child: (usize, Arc<TcpListener>),
 ) -> io::Result<()> {
+    let counts = Arc::clone(&parent.counts);
     drop(parent); // closes the inherited signalfd (and nothing else is open)
     let _ = process::set_parent_death_signal(Signal::Kill);
     let (index, listener) = child;
@@ -73,10 +80,11 @@ fn serve_child(
     let parts = Parts {
         gate: Some(AcceptGate::new(listener, settings.args.max_conns)),
         mailbox: Mailbox::stop_only()?,
-        role: Standalone::new(signals, settings.stats_interval),
+        role: Standalone::new(signals, settings.stats_interval).child(index, counts),
         hook: Inline,
         worker: None,
     };
+    // Counters of our own: the parent's memory, copied by fork, holds none worth keeping.
     let code = match event_loop::run(settings, &Stats::new(), parts) {
         Ok(()) => 0,
         Err(e) => {
@@ -94,6 +102,9 @@ struct Parent<'a> {
     /// Live children and the listener index each serves.
     children: HashMap<Pid, usize>,
     stopping: bool,
+    /// Slot `i`: the running counts of child `i`, stored by the child on every tick; slot
+    /// `workers`: what children that died had served. Shared with the children (`MAP_SHARED`).
+    counts: Arc<SharedCounts>,
 }
 
 impl Parent<'_> {
@@ -115,13 +126,23 @@ impl Parent<'_> {
         Ok(None)
     }
 
-    /// Waits for signals: forwards stops, reaps and restarts children.
+    /// Waits for signals: forwards stops, reaps and restarts children, prints the total of
+    /// every child's counts every `--stats-interval` and, last of all, at exit.
     fn supervise(&mut self) -> io::Result<Option<(usize, Arc<TcpListener>)>> {
         let epoll = Epoll::new()?;
         epoll.add(&self.signals, SIGNALS, Interest::READABLE)?;
+        let tick = Timer::new()?;
+        if let Some(every) = self.settings.stats_interval {
+            tick.set_interval(every)?;
+        }
+        epoll.add(&tick, TICK, Interest::READABLE)?;
         let mut events = Events::with_capacity(4);
         while !(self.stopping && self.children.is_empty()) {
             epoll.wait(&mut events, Some(Duration::from_secs(1)))?;
+            if events.iter().any(|e| e.token() == TICK) {
+                tick.read()?;
+                report::emit(&self.total_line());
+            }
             while let Some(signal) = self.signals.read()? {
                 match signal {
                     Signal::Child => {
@@ -134,7 +155,14 @@ impl Parent<'_> {
             }
         }
         info!("all prefork children exited");
+        report::emit(&report::final_line(self.total_line()));
         Ok(None)
+    }
+
+    /// Every child's counts added up: the server's total.
+    fn total_line(&self) -> String {
+        let line = report::line_of(self.settings, self.counts.sum(), None, None);
+        format!("{line} children={}", self.children.len())
     }
 
     fn forward(&mut self, signal: Signal) {
@@ -152,6 +180,11 @@ impl Parent<'_> {
             let Some(index) = self.children.remove(&pid) else {
                 continue;
             };
+            // Its last published counts move to the slot of the departed, so its successor
+            // starts from zero and the total loses nothing.
+            let last = self.counts.get(index);
+            self.counts.add(self.settings.workers, last);
+            self.counts.store(index, Counts::default());
             if self.stopping {
                 continue;
             }

@@ -31,8 +31,9 @@
 //! starts the same lingering close as every other model. The parent closes its copy of each
 //! client socket right after the fork, so the child alone decides when the client sees FIN.
 //!
-//! Stats: the counters of a child die with it, so this model reports connection counts (from
-//! the parent) but not bytes.
+//! **Stats.** A child's counters would die with it, so before it exits each child adds what it
+//! served to a table in `MAP_SHARED` memory made before the first fork ([`SharedCounts`]); the
+//! parent's stats line is its own connection counts plus that table.
 
 use std::collections::HashSet;
 use std::io::{self, Read};
@@ -50,7 +51,7 @@ use crate::conn::blocking::{prepare_blocking, serve_blocking};
 use crate::runtime::accept::AcceptGate;
 use crate::runtime::shutdown::{read_stop_signals, Drain};
 use crate::runtime::{SIGNALS, TICK, TICK_PERIOD};
-use crate::stats::Stats;
+use crate::stats::{SharedCounts, Stats};
 use crate::{report, server};
 
 /// Runs the single-threaded parent; in each child, serves one connection and exits.
@@ -58,11 +59,15 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     let listener = server::bind(settings, settings.args.bind, false)?;
     server::announce(&listener)?;
     let stats = Stats::new();
-    match Parent::new(settings, &stats, listener, signals)?.run()? {
+    // Made before the first fork, so every child shares it: what children served.
+    let served = SharedCounts::new(1)?;
+    match Parent::new(settings, &stats, &served, listener, signals)?.run()? {
         Role::Parent => Ok(()),
         Role::Child { stream, drain } => {
             // Everything of the parent is closed by now; only our client's socket is left.
             let _ = process::set_parent_death_signal(Signal::Kill);
+            // Counters of our own: the parent's, copied by fork, are not ours to report.
+            let own = Stats::default();
             if prepare_blocking(&stream).is_ok() && drain.set_nonblocking(true).is_ok() {
                 let deadline = std::cell::Cell::new(None);
                 let draining = || {
@@ -71,8 +76,9 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
                     }
                     deadline.get()
                 };
-                serve_blocking(settings, &stats, stream, draining);
+                serve_blocking(settings, &own, stream, draining);
             }
+            served.add(0, own.counts());
             process::exit_now(0)
         }
     }
@@ -98,6 +104,8 @@ enum Role {
 struct Parent<'a> {
     settings: &'a Settings,
     stats: &'a Stats,
+    /// What the children served, added by each one as it exits.
+    served: &'a SharedCounts,
     epoll: Epoll,
     /// `None` once draining.
     gate: Option<AcceptGate>,
@@ -116,6 +124,7 @@ impl<'a> Parent<'a> {
     fn new(
         settings: &'a Settings,
         stats: &'a Stats,
+        served: &'a SharedCounts,
         listener: TcpListener,
         signals: Signals,
     ) -> io::Result<Self> {
@@ -130,6 +139,7 @@ impl<'a> Parent<'a> {
         Ok(Parent {
             settings,
             stats,
+            served,
             epoll,
             gate: Some(gate),
             signals,
@@ -168,7 +178,7 @@ impl<'a> Parent<'a> {
                 && (self.children.is_empty() || self.drain.is_overdue(Instant::now()))
             {
                 self.kill_all();
-                report::print_final(self.settings, self.stats, None, None);
+                report::emit(&report::final_line(self.line(None)));
                 return Ok(Role::Parent);
             }
         }
@@ -198,8 +208,7 @@ impl<'a> Parent<'a> {
     }
 
     fn on_signals(&mut self) -> io::Result<()> {
-        let (settings, stats) = (self.settings, self.stats);
-        let final_line = || format!("{} final=1", report::line(settings, stats, None, None));
+        let final_line = || report::final_line(self.line(None));
         let children: Vec<Pid> = self.children.iter().copied().collect();
         let mut child_exited = false;
         let begin = read_stop_signals(
@@ -246,8 +255,8 @@ impl<'a> Parent<'a> {
             if self.last_stats.elapsed() >= every {
                 self.last_stats = Instant::now();
                 let listener = self.gate.as_ref().map(|g| &**g.listener());
-                let line = report::line(self.settings, self.stats, listener, None);
-                println!("{line} children={}", self.children.len());
+                let line = self.line(listener);
+                report::emit(&format!("{line} children={}", self.children.len()));
             }
         }
     }
@@ -261,6 +270,12 @@ impl<'a> Parent<'a> {
         }
         // Closing our end of the pair is the message: every child reads end-of-file.
         self.drain_tx = None;
+    }
+
+    /// The stats line: the parent's own counts (connections) plus what the children served.
+    fn line(&self, listener: Option<&TcpListener>) -> String {
+        let counts = self.stats.counts() + self.served.get(0);
+        report::line_of(self.settings, counts, listener, None)
     }
 
     /// SIGKILL whatever is left, then reap it, so no child outlives the parent.

@@ -48,7 +48,7 @@ use crate::config::Settings;
 use crate::conn::{Conn, Costly, Expiry, Scratch, Status};
 use crate::report;
 use crate::slab::Slab;
-use crate::stats::{messages_on_this_thread, Stats};
+use crate::stats::{messages_on_this_thread, SharedCounts, Stats};
 
 /// Events returned by one `epoll_wait`: enough to amortise the syscall, small enough to stay
 /// in cache.
@@ -72,10 +72,10 @@ pub trait Role {
     }
 
     /// The tick: prints a stats line when one is due.
-    fn on_tick(&mut self, _now: Instant, _line: &dyn Fn() -> String) {}
+    fn on_tick(&mut self, _now: Instant, _stats: &Stats, _line: &dyn Fn() -> String) {}
 
     /// The loop has ended; `final_line` counts everything it did.
-    fn on_exit(&mut self, _final_line: String) {}
+    fn on_exit(&mut self, _stats: &Stats, _final_line: String) {}
 }
 
 /// The whole server (`event-loop`, a `prefork` child): owns the signals, prints the stats.
@@ -83,6 +83,9 @@ pub struct Standalone {
     signals: Signals,
     stats_interval: Option<Duration>,
     last_stats: Instant,
+    /// A `prefork` child: its number (labels its lines), and where it publishes its counts
+    /// for the parent's total.
+    child: Option<(usize, Arc<SharedCounts>)>,
 }
 
 impl Standalone {
@@ -92,6 +95,27 @@ impl Standalone {
             signals,
             stats_interval,
             last_stats: Instant::now(),
+            child: None,
+        }
+    }
+
+    /// The role of child number `index` of a multi-process server: its lines carry
+    /// `child=<index>`, and on every tick it stores its counts in slot `index` of `shared`.
+    pub fn child(mut self, index: usize, shared: Arc<SharedCounts>) -> Standalone {
+        self.child = Some((index, shared));
+        self
+    }
+
+    fn publish(&self, stats: &Stats) {
+        if let Some((index, shared)) = &self.child {
+            shared.store(*index, stats.counts());
+        }
+    }
+
+    fn labelled(&self, line: String) -> String {
+        match &self.child {
+            Some((index, _)) => format!("{line} child={index}"),
+            None => line,
         }
     }
 }
@@ -102,20 +126,23 @@ impl Role for Standalone {
     }
 
     fn on_signals(&mut self, draining: bool, final_line: &dyn Fn() -> String) -> io::Result<bool> {
-        read_stop_signals(&self.signals, draining, final_line, || {}, || {})
+        let labelled = || self.labelled(final_line());
+        read_stop_signals(&self.signals, draining, &labelled, || {}, || {})
     }
 
-    fn on_tick(&mut self, now: Instant, line: &dyn Fn() -> String) {
+    fn on_tick(&mut self, now: Instant, stats: &Stats, line: &dyn Fn() -> String) {
+        self.publish(stats);
         if let Some(every) = self.stats_interval {
             if now.duration_since(self.last_stats) >= every {
                 self.last_stats = now;
-                println!("{}", line());
+                report::emit(&self.labelled(line()));
             }
         }
     }
 
-    fn on_exit(&mut self, final_line: String) {
-        println!("{final_line}");
+    fn on_exit(&mut self, stats: &Stats, final_line: String) {
+        self.publish(stats);
+        report::emit(&self.labelled(final_line));
     }
 }
 
@@ -340,7 +367,7 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
         }
         let (settings, stats, gate, hook) = (self.settings, self.stats, &self.gate, &self.hook);
         let line = || stats_line(settings, stats, gate.as_ref(), hook.pool_stats());
-        self.role.on_tick(now, &line);
+        self.role.on_tick(now, stats, &line);
     }
 
     fn serve(&mut self, key: usize) {
@@ -494,7 +521,7 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
             self.stats.closed.incr();
         }
         let line = final_line(self.settings, self.stats, None, pool);
-        self.role.on_exit(line);
+        self.role.on_exit(self.stats, line);
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use log::{info, warn};
 use reactor::{Signal, Signals};
 
 use crate::protocol::MAX_WORK;
+use crate::report;
 
 /// How long past the drain deadline a supervisor waits for its threads before it exits anyway:
 /// a thread may be inside one `WORK` request when the deadline passes.
@@ -93,6 +94,6 @@ pub fn exit_on_second_signal(
 ) -> ! {
     warn!("second {signal:?}: exiting without draining");
     before_exit();
-    println!("{}", final_line());
+    report::emit(&final_line());
     std::process::exit(0)
 }

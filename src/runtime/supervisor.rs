@@ -22,6 +22,7 @@ use reactor::{Epoll, Events, Interest, Signals, Timer, Token, Waker};
 
 use super::names;
 use super::shutdown::{read_stop_signals, DEADLINE_GRACE};
+use crate::report;
 
 const SIGNALS: Token = Token(0);
 const STATS: Token = Token(1);
@@ -77,15 +78,15 @@ pub fn supervise(job: Supervised<'_>) -> io::Result<()> {
                 }
                 STATS => {
                     stats_tick.read()?;
-                    println!("{}", (job.report)());
+                    report::emit(&(job.report)());
                 }
                 DEADLINE => {
                     warn!("threads still busy past the drain deadline: exiting without them");
-                    println!("{}", final_line());
+                    report::emit(&final_line());
                     std::process::exit(0);
                 }
                 _ => {
-                    println!("{}", final_line());
+                    report::emit(&final_line());
                     return Ok(());
                 }
             }

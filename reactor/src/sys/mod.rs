@@ -18,6 +18,10 @@
 //! returns from close()"), so retrying could close a descriptor number that another thread has
 //! just been given by `accept4` or `socket`.
 
+mod shm;
+
+pub use shm::SharedCounters;
+
 use std::io::{self, IoSlice};
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
