@@ -27,7 +27,7 @@ use std::io;
 use std::mem;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::owned;
@@ -46,6 +46,9 @@ pub(crate) fn io_uring_setup(entries: u32, params: &mut Params) -> io::Result<Ow
     })?;
     Ok(owned(fd as RawFd))
 }
+
+/// Operations whose memory a dropped ring leaked because their final CQE never came.
+pub(crate) static LEAKED_OPS: AtomicU64 = AtomicU64::new(0);
 
 /// What the kernel may touch on behalf of one operation until its final CQE.
 enum Owned {

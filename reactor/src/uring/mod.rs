@@ -114,7 +114,7 @@ pub struct Ring {
     _one_thread: PhantomData<*const ()>,
 }
 
-/// Counters of one ring (the process-wide ones are in [`syscalls`](crate::syscalls)).
+/// Counters of one ring (the process-wide ones are in [`crate::syscalls`]).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct RingStats {
     /// `io_uring_enter(2)` calls.
@@ -427,6 +427,13 @@ impl std::fmt::Debug for Ring {
             .field("stats", &self.stats)
             .finish()
     }
+}
+
+/// Operations, over the whole process, whose memory a dropped [`Ring`] had to leak because
+/// their final completion did not arrive within two seconds of cancelling them. Expected to
+/// stay 0; tests check it.
+pub fn leaked_operations() -> u64 {
+    crate::sys::uring::LEAKED_OPS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The signal number in the first field (`ssi_signo`) of a `struct signalfd_siginfo` read from
