@@ -194,17 +194,19 @@ impl Ring {
     }
 
     /// Multishot accept (`IORING_ACCEPT_MULTISHOT`): one completion per accepted connection
-    /// ([`Completion::take_accepted`], `SOCK_NONBLOCK | SOCK_CLOEXEC`) while `more()`. It ends on
-    /// an error (`EMFILE`, ...) or a cancel: re-arm then.
+    /// ([`Completion::take_accepted`], `SOCK_NONBLOCK | SOCK_CLOEXEC`) while `more()`. It ends
+    /// (a completion without `more()`) on an error (`EMFILE`, ...), a cancel, or a full CQ, in
+    /// which case that last completion may still carry a connection: take it, then re-arm.
     pub fn accept_multishot(&mut self, listener: &impl AsFd, token: Token) -> OpId {
         let fd = listener.as_fd().as_raw_fd();
         self.raw.push(Op::AcceptMulti { fd }, token)
     }
 
     /// Multishot recv (`IORING_RECV_MULTISHOT` + `IOSQE_BUFFER_SELECT`): one completion per
-    /// chunk received, each in a provided buffer of `group`, while `more()`. It ends with
-    /// `res = 0` at end of stream, `-ENOBUFS` when the group ran dry (recycle, then re-arm), a
-    /// socket error, or a cancel.
+    /// chunk received, each in a provided buffer of `group`, while `more()`. It ends (a
+    /// completion without `more()`) with `res = 0` at end of stream, `-ENOBUFS` when the group
+    /// ran dry (recycle, then re-arm), a socket error, a cancel, or, when the CQ was full, with
+    /// data in that last completion (handle it, then re-arm).
     pub fn recv_multishot(&mut self, socket: &impl AsFd, group: BufGroup, token: Token) -> OpId {
         assert!(
             self.raw.has_group(group),
