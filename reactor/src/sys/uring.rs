@@ -7,10 +7,11 @@
 //! kernel instead of passing it for the length of one call. An SQE carries raw addresses (a send
 //! buffer, a timespec) that the kernel reads or writes later, asynchronously; a provided-buffer
 //! ring hands the kernel memory to fill whenever data arrives. Whether those addresses stay valid
-//! is a memory-safety question, so the code that guarantees it (the in-flight [`Slab`], the
-//! buffer rings' lending bookkeeping, the leak-on-doubt [`Drop`]) sits here, next to the
-//! `unsafe` blocks that rely on it. Policy (flag fallbacks, probing, `EINTR`, counting,
-//! overflow draining) lives one level up, in `crate::uring`.
+//! is a memory-safety question, so the code that guarantees it sits here, next to the `unsafe`
+//! blocks that rely on it: the in-flight table (`uring/slab.rs`), the buffer rings' lending
+//! bookkeeping (`uring/buf_ring.rs`), the mappings (`uring/mmap.rs`) and the leak-on-doubt
+//! `Drop` below. Policy (flag fallbacks, probing, `EINTR`, counting, overflow draining) lives
+//! one level up, in `crate::uring`.
 //!
 //! The memory-ordering rules come from io_uring(7) and from the comment at the top of the
 //! kernel's `io_uring/io_uring.c`, quoted at each load and store that implements them:
@@ -22,18 +23,25 @@
 //! The ring layout and the steps follow tokio-rs/io-uring (`src/lib.rs`, `squeue.rs`,
 //! `cqueue.rs`, `types.rs`) and liburing's `src/setup.c`, rewritten in our own terms.
 
+mod buf_ring;
+mod mmap;
+mod slab;
+
 use std::collections::VecDeque;
 use std::io;
 use std::mem;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
-use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::ptr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::owned;
 use crate::epoll::Token;
-use crate::uring::abi::{self, BufEntry, BufReg, Cqe, GeteventsArg, Params, Probe, Sqe, Timespec};
-use crate::uring::{BufGroup, Completion, OpId, OpKind, ProvidedBuf};
+use crate::uring::abi::{self, Cqe, GeteventsArg, Params, Probe, Sqe, Timespec};
+use crate::uring::{Completion, OpId, OpKind};
+use buf_ring::BufRing;
+use mmap::Mmap;
+use slab::Slab;
 
 /// `io_uring_setup(entries, params)`: a new ring; `params` comes back with the offsets of every
 /// ring field and the kernel's feature bits.
@@ -430,103 +438,6 @@ impl RawRing {
         })
     }
 
-    /// `IORING_REGISTER_PBUF_RING`: registers a ring of `count` buffers of `size` bytes each as
-    /// the next buffer group, and puts every buffer in it.
-    pub(crate) fn add_buffer_group(&mut self, count: u16, size: u32) -> io::Result<BufGroup> {
-        assert!((1..=32768).contains(&count), "1..=32768 buffers per group");
-        assert!(size > 0, "a provided buffer holds at least one byte");
-        let group = u16::try_from(self.groups.len()).expect("at most 65536 buffer groups");
-        // The kernel wants a power of two below 65536; extra entries simply stay unused.
-        let entries = count.next_power_of_two();
-        let ring = Mmap::anonymous(usize::from(entries) * mem::size_of::<BufEntry>())?;
-        let storage = Mmap::anonymous(usize::from(count) * size as usize)?;
-        let mut reg = BufReg {
-            ring_addr: ring.ptr.as_ptr() as u64,
-            ring_entries: u32::from(entries),
-            bgid: group,
-            ..BufReg::default()
-        };
-        let arg = (&mut reg as *mut BufReg).cast();
-        // SAFETY: `reg` is a valid io_uring_buf_reg read during the call. The ring it names is a
-        // page-aligned anonymous mapping that `BufRing` keeps mapped until the kernel has let
-        // go of it (IORING_UNREGISTER_PBUF_RING in `Drop`), or forever if that fails
-        // (io_uring_register(2), IORING_REGISTER_PBUF_RING).
-        unsafe { self.register(abi::REGISTER_PBUF_RING, arg, 1) }?;
-        let mut buf_ring = BufRing {
-            ring,
-            storage,
-            mask: entries - 1,
-            size,
-            tail: 0,
-            lent: vec![false; usize::from(count)],
-            n_lent: 0,
-        };
-        for bid in 0..count {
-            buf_ring.push(bid);
-        }
-        buf_ring.publish();
-        self.groups.push(buf_ring);
-        Ok(BufGroup(group))
-    }
-
-    /// The bytes the kernel received into a provided buffer it lent us.
-    pub(crate) fn provided_bytes(&self, buf: &ProvidedBuf) -> &[u8] {
-        let ring = &self.groups[usize::from(buf.group)];
-        assert!(
-            ring.lent[usize::from(buf.bid)],
-            "buffer {} of group {} is not lent out (recycled, or from another ring)",
-            buf.bid,
-            buf.group
-        );
-        let len = (buf.len as usize).min(ring.size as usize);
-        let start = ring.buffer_ptr(buf.bid);
-        // SAFETY: the range is buffer `bid` of `storage` (bid < count, len <= size). The kernel
-        // lent it to us (a CQE with F_BUFFER) and cannot pick it again until `recycle` puts it
-        // back in the ring, which takes `&mut self` and so cannot run while the returned borrow
-        // of `self` lives. Its bytes are initialised: an anonymous mapping starts zeroed
-        // (mmap(2)) and the kernel wrote the first `len`.
-        unsafe { std::slice::from_raw_parts(start, len) }
-    }
-
-    /// Gives a lent buffer back to its ring (and so to the kernel).
-    pub(crate) fn recycle(&mut self, buf: ProvidedBuf) {
-        let ring = &mut self.groups[usize::from(buf.group)];
-        let bid = usize::from(buf.bid);
-        assert!(ring.lent[bid], "buffer {} recycled twice", buf.bid);
-        ring.lent[bid] = false;
-        ring.n_lent -= 1;
-        ring.push(buf.bid);
-        ring.publish();
-    }
-
-    /// Buffers of `group` currently in the ring (registered minus lent to the caller). The
-    /// kernel may have taken some of them for CQEs not reaped yet.
-    pub(crate) fn buffers_in_ring(&self, group: BufGroup) -> usize {
-        let ring = &self.groups[usize::from(group.0)];
-        ring.lent.len() - ring.n_lent
-    }
-
-    /// Whether `group` names a registered buffer group of this ring.
-    pub(crate) fn has_group(&self, group: BufGroup) -> bool {
-        usize::from(group.0) < self.groups.len()
-    }
-
-    fn lend(&mut self, group: u16, bid: u16, res: i32) -> ProvidedBuf {
-        let ring = &mut self.groups[usize::from(group)];
-        let lent = &mut ring.lent[usize::from(bid)];
-        assert!(
-            !*lent,
-            "the kernel lent buffer {bid} of group {group} twice"
-        );
-        *lent = true;
-        ring.n_lent += 1;
-        ProvidedBuf {
-            group,
-            bid,
-            len: res.max(0) as u32,
-        }
-    }
-
     fn sq_head(&self) -> u32 {
         // SAFETY: `head` points into `_rings_map`, mapped for as long as `self` lives.
         let head = unsafe { &*self.sq.head };
@@ -588,20 +499,7 @@ impl Drop for RawRing {
             );
             mem::forget(mem::take(&mut self.ops.slots));
         }
-        for (bgid, ring) in mem::take(&mut self.groups).into_iter().enumerate() {
-            let mut reg = BufReg {
-                bgid: bgid as u16,
-                ..BufReg::default()
-            };
-            let arg = (&mut reg as *mut BufReg).cast();
-            // SAFETY: `reg` is a valid io_uring_buf_reg read during the call
-            // (io_uring_register(2), IORING_UNREGISTER_PBUF_RING).
-            let released =
-                drained && unsafe { self.register(abi::UNREGISTER_PBUF_RING, arg, 1) }.is_ok();
-            if !released {
-                mem::forget(ring);
-            }
-        }
+        self.release_buffer_groups(drained);
         if let Some(index) = self.registered_index {
             let mut update = abi::RsrcUpdate {
                 offset: index,
@@ -619,27 +517,7 @@ impl Drop for RawRing {
 /// Builds the SQE for `op` (all but `user_data`) and separates what the ring must own.
 fn encode(op: Op) -> (Sqe, OpKind, Owned, Option<u16>) {
     let mut sqe = Sqe::default();
-    let (kind, owned, group) = match op {
-        Op::Nop => {
-            sqe.opcode = abi::OP_NOP;
-            (OpKind::Nop, Owned::Nothing, None)
-        }
-        Op::AcceptMulti { fd } => {
-            sqe.opcode = abi::OP_ACCEPT;
-            sqe.fd = fd;
-            sqe.ioprio = abi::ACCEPT_MULTISHOT;
-            // accept4(2) flags for every accepted socket; no peer address is asked for.
-            sqe.op_flags = (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u32;
-            (OpKind::Accept, Owned::Nothing, None)
-        }
-        Op::RecvMulti { fd, group } => {
-            sqe.opcode = abi::OP_RECV;
-            sqe.fd = fd;
-            sqe.ioprio = abi::RECV_MULTISHOT;
-            sqe.flags = abi::IOSQE_BUFFER_SELECT;
-            sqe.buf_group = group;
-            (OpKind::Recv, Owned::Nothing, Some(group))
-        }
+    let (kind, owned) = match op {
         Op::Send { fd, buf, offset } => {
             assert!(offset <= buf.len(), "send offset {offset} past the end");
             sqe.opcode = abi::OP_SEND;
@@ -648,7 +526,7 @@ fn encode(op: Op) -> (Sqe, OpKind, Owned, Option<u16>) {
             sqe.addr = buf.as_ptr().wrapping_add(offset) as u64;
             sqe.len = (buf.len() - offset).min(u32::MAX as usize) as u32;
             sqe.op_flags = libc::MSG_NOSIGNAL as u32;
-            (OpKind::Send, Owned::Bytes(buf), None)
+            (OpKind::Send, Owned::Bytes(buf))
         }
         Op::Read { fd, mut buf } => {
             sqe.opcode = abi::OP_READ;
@@ -656,12 +534,7 @@ fn encode(op: Op) -> (Sqe, OpKind, Owned, Option<u16>) {
             sqe.addr = buf.spare_capacity_mut().as_mut_ptr() as u64;
             sqe.len = (buf.capacity() - buf.len()).min(u32::MAX as usize) as u32;
             sqe.off = u64::MAX; // -1: the file position, like read(2) (IORING_FEAT_RW_CUR_POS)
-            (OpKind::Read, Owned::Bytes(buf), None)
-        }
-        Op::Close { fd } => {
-            sqe.opcode = abi::OP_CLOSE;
-            sqe.fd = fd.into_raw_fd(); // the kernel closes it now
-            (OpKind::Close, Owned::Nothing, None)
+            (OpKind::Read, Owned::Bytes(buf))
         }
         Op::Timeout {
             after,
@@ -674,27 +547,66 @@ fn encode(op: Op) -> (Sqe, OpKind, Owned, Option<u16>) {
             sqe.len = 1;
             sqe.off = u64::from(count); // 0: a pure timer; with MULTISHOT, the repeats
             sqe.op_flags = if multishot { abi::TIMEOUT_MULTISHOT } else { 0 };
-            (OpKind::Timeout, Owned::Time(ts), None)
+            (OpKind::Timeout, Owned::Time(ts))
+        }
+        Op::Close { fd } => {
+            sqe.opcode = abi::OP_CLOSE;
+            sqe.fd = fd.into_raw_fd(); // the kernel closes it now
+            (OpKind::Close, Owned::Nothing)
+        }
+        op => return encode_without_memory(op),
+    };
+    (sqe, kind, owned, None)
+}
+
+/// The operations that hand the kernel no memory of ours (provided buffers are the ring's).
+fn encode_without_memory(op: Op) -> (Sqe, OpKind, Owned, Option<u16>) {
+    let mut sqe = Sqe::default();
+    let mut group = None;
+    let kind = match op {
+        Op::Nop => {
+            sqe.opcode = abi::OP_NOP;
+            OpKind::Nop
+        }
+        Op::AcceptMulti { fd } => {
+            sqe.opcode = abi::OP_ACCEPT;
+            sqe.fd = fd;
+            sqe.ioprio = abi::ACCEPT_MULTISHOT;
+            // accept4(2) flags for every accepted socket; no peer address is asked for.
+            sqe.op_flags = (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u32;
+            OpKind::Accept
+        }
+        Op::RecvMulti { fd, group: bgid } => {
+            sqe.opcode = abi::OP_RECV;
+            sqe.fd = fd;
+            sqe.ioprio = abi::RECV_MULTISHOT;
+            sqe.flags = abi::IOSQE_BUFFER_SELECT;
+            sqe.buf_group = bgid;
+            group = Some(bgid);
+            OpKind::Recv
         }
         Op::Cancel { target } => {
             sqe.opcode = abi::OP_ASYNC_CANCEL;
             sqe.addr = target.0;
-            (OpKind::Cancel, Owned::Nothing, None)
+            OpKind::Cancel
         }
         Op::CancelFd { fd } => {
             sqe.opcode = abi::OP_ASYNC_CANCEL;
             sqe.fd = fd;
             sqe.op_flags = abi::ASYNC_CANCEL_FD | abi::ASYNC_CANCEL_ALL;
-            (OpKind::Cancel, Owned::Nothing, None)
+            OpKind::Cancel
         }
         Op::CancelAny => {
             sqe.opcode = abi::OP_ASYNC_CANCEL;
             sqe.fd = -1;
             sqe.op_flags = abi::ASYNC_CANCEL_ANY;
-            (OpKind::Cancel, Owned::Nothing, None)
+            OpKind::Cancel
+        }
+        Op::Send { .. } | Op::Read { .. } | Op::Timeout { .. } | Op::Close { .. } => {
+            unreachable!("encoded by `encode`")
         }
     };
-    (sqe, kind, owned, group)
+    (sqe, kind, Owned::Nothing, group)
 }
 
 /// A read's final CQE: the kernel wrote `res` bytes into the spare capacity.
@@ -710,183 +622,4 @@ fn finish_read(mut buf: Vec<u8>, res: i32) -> Vec<u8> {
     // never more than the `spare` bytes we allowed, so they are initialised (read(2)).
     unsafe { buf.set_len(buf.len() + n) };
     buf
-}
-
-/// The in-flight table: a slab indexed by the low 32 bits of `user_data`, whose high 32 bits
-/// are the slot's generation, so a stale [`OpId`] (for a cancel) never matches a reused slot.
-#[derive(Default)]
-struct Slab {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    live: usize,
-}
-
-struct Slot {
-    generation: u32,
-    op: Option<InFlight>,
-}
-
-impl Slab {
-    fn insert(&mut self, op: InFlight) -> OpId {
-        let index = match self.free.pop() {
-            Some(index) => index,
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    op: None,
-                });
-                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 ops in flight")
-            }
-        };
-        let slot = &mut self.slots[index as usize];
-        debug_assert!(slot.op.is_none());
-        slot.op = Some(op);
-        self.live += 1;
-        OpId(u64::from(slot.generation) << 32 | u64::from(index))
-    }
-
-    fn get(&self, id: OpId) -> Option<&InFlight> {
-        let slot = self.slots.get((id.0 as u32) as usize)?;
-        (u64::from(slot.generation) == id.0 >> 32).then_some(slot.op.as_ref()?)
-    }
-
-    fn remove(&mut self, id: OpId) -> Option<InFlight> {
-        let index = id.0 as u32;
-        let slot = self.slots.get_mut(index as usize)?;
-        if u64::from(slot.generation) != id.0 >> 32 {
-            return None;
-        }
-        let op = slot.op.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(index);
-        self.live -= 1;
-        Some(op)
-    }
-}
-
-/// A provided-buffer ring: the entry array the kernel consumes from, the buffers' memory, and
-/// which buffers are lent to the caller.
-///
-/// Why a slot we write is never one the kernel has yet to read: at most `count <= entries`
-/// buffers exist, each either lent (to the caller, or taken by the kernel for a CQE not yet
-/// reaped) or in the ring once; we only push a lent one, so fewer than `entries` entries are
-/// unconsumed when we write at `tail`, and the slot at `tail` was consumed long ago.
-struct BufRing {
-    /// `mask + 1` entries of `struct io_uring_buf`, registered with the kernel.
-    ring: Mmap,
-    /// `lent.len()` buffers of `size` bytes, back to back.
-    storage: Mmap,
-    mask: u16,
-    size: u32,
-    /// Our copy of the tail; the kernel keeps its head to itself.
-    tail: u16,
-    lent: Vec<bool>,
-    n_lent: usize,
-}
-
-impl BufRing {
-    fn buffer_ptr(&self, bid: u16) -> *const u8 {
-        let offset = usize::from(bid) * self.size as usize;
-        self.storage.check(offset, self.size as usize);
-        self.storage.ptr.as_ptr().wrapping_add(offset)
-    }
-
-    /// Writes buffer `bid` into the entry at the tail; `publish` makes it visible.
-    fn push(&mut self, bid: u16) {
-        let entry = self
-            .ring
-            .ptr
-            .as_ptr()
-            .cast::<BufEntry>()
-            .wrapping_add(usize::from(self.tail & self.mask));
-        let addr = self.buffer_ptr(bid) as u64;
-        // SAFETY: `tail & mask` < entries, so `entry` lies inside the ring mapping, aligned
-        // (page-aligned base, 16-byte entries); the kernel has consumed that slot (see the type's
-        // doc) and cannot read it before `publish`. Fields are written one by one so entry 0's
-        // `resv`, which is the ring's tail, is never overwritten (io_uring_register(2),
-        // IORING_REGISTER_PBUF_RING).
-        unsafe {
-            ptr::addr_of_mut!((*entry).addr).write(addr);
-            ptr::addr_of_mut!((*entry).len).write(self.size);
-            ptr::addr_of_mut!((*entry).bid).write(bid);
-        }
-        self.tail = self.tail.wrapping_add(1);
-    }
-
-    fn publish(&self) {
-        let tail = self
-            .ring
-            .ptr
-            .as_ptr()
-            .wrapping_add(abi::BUF_RING_TAIL_OFFSET)
-            .cast::<AtomicU16>();
-        // SAFETY: byte 14 of the page-aligned ring is entry 0's `resv`, the ring's u16 tail
-        // (struct io_uring_buf_ring), 2-aligned and mapped as long as `self`.
-        let tail = unsafe { &*tail };
-        // Release: the entries written by `push` are visible before the tail that covers them,
-        // pairing with the kernel's smp_load_acquire(&br->tail) when it selects a buffer
-        // (io_uring/kbuf.c); the same rule as the SQ tail in io_uring.c's ordering comment.
-        tail.store(self.tail, Ordering::Release);
-    }
-}
-
-/// One mmap(2) mapping, unmapped on drop.
-struct Mmap {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Mmap {
-    /// Maps `len` bytes of a ring at one of io_uring's magic offsets, shared with the kernel.
-    fn ring(fd: BorrowedFd<'_>, offset: i64, len: usize) -> io::Result<Mmap> {
-        let flags = libc::MAP_SHARED | libc::MAP_POPULATE;
-        Mmap::new(len, flags, fd.as_raw_fd(), offset)
-    }
-
-    /// `len` zeroed bytes of anonymous, page-aligned memory.
-    fn anonymous(len: usize) -> io::Result<Mmap> {
-        Mmap::new(len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
-    }
-
-    fn new(len: usize, flags: libc::c_int, fd: RawFd, offset: i64) -> io::Result<Mmap> {
-        let prot = libc::PROT_READ | libc::PROT_WRITE;
-        // SAFETY: a new mapping at an address the kernel picks (null hint) cannot alias any
-        // existing Rust object; the arguments are plain values (mmap(2)).
-        let ptr = unsafe { libc::mmap(ptr::null_mut(), len, prot, flags, fd, offset) };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast::<u8>()).expect("mmap(2) never maps page 0");
-        Ok(Mmap { ptr, len })
-    }
-
-    /// Panics unless `[offset, offset + len)` lies inside the mapping.
-    fn check(&self, offset: usize, len: usize) {
-        let end = offset.checked_add(len);
-        assert!(
-            end.is_some_and(|end| end <= self.len),
-            "offset {offset} outside the mapping"
-        );
-    }
-
-    /// A pointer to a `T` at `offset`, checked to lie inside the mapping.
-    fn at<T>(&self, offset: u32) -> *mut T {
-        self.check(offset as usize, mem::size_of::<T>());
-        self.ptr.as_ptr().wrapping_add(offset as usize).cast()
-    }
-
-    /// Reads a u32 the kernel set at setup and never changes (a ring's mask or size).
-    fn read_u32(&self, offset: u32) -> u32 {
-        let field = self.at::<AtomicU32>(offset);
-        // SAFETY: inside the mapping (checked by `at`) and 4-aligned (the kernel's offsets are).
-        unsafe { &*field }.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Mmap {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` is a mapping we made and nothing borrows it any more: the rings'
-        // raw pointers die with the `RawRing` that owns this (munmap(2)).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
 }
