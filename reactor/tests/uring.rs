@@ -68,6 +68,16 @@ fn next_for(ring: &mut Ring, token: Token) -> Completion {
     done
 }
 
+/// Waits for the final completion of `token`, skipping other tokens' completions.
+fn next_for_final(ring: &mut Ring, token: Token) -> Completion {
+    loop {
+        let done = next(ring);
+        if done.token() == token && done.is_final() {
+            return done;
+        }
+    }
+}
+
 #[test]
 fn nop_round_trip() {
     let mut ring = ring_or_skip!("nop_round_trip");
@@ -249,16 +259,6 @@ fn multishot_accept_takes_several_connections_with_one_sqe() {
     ring.cancel(accept, Token(1));
     let ended = next_for_final(&mut ring, Token(0));
     assert_eq!(ended.res(), -libc::ECANCELED);
-}
-
-/// Waits for the final completion of `token`, skipping other tokens' completions.
-fn next_for_final(ring: &mut Ring, token: Token) -> Completion {
-    loop {
-        let done = next(ring);
-        if done.token() == token && done.is_final() {
-            return done;
-        }
-    }
 }
 
 #[test]
@@ -556,7 +556,17 @@ fn echo_through_one_ring_counts_enters_per_message() {
     if ring_or_skip(test, RingOptions::default()).is_none() {
         return;
     }
+    reactor::syscalls::enable();
+    let before = reactor::syscalls::snapshot();
     let stats = run_echo(8, 500, RingOptions::default());
+    let counted = reactor::syscalls::snapshot() - before;
+    // The process-wide counters see this ring's work (and other tests' running meanwhile).
+    assert!(
+        counted.io_uring_enter >= stats.enters,
+        "{counted:?} vs {stats:?}"
+    );
+    assert!(counted.uring_sqes_submitted >= stats.sqes_submitted);
+    assert!(counted.uring_cqes_reaped >= stats.cqes_reaped);
     let messages = (8 * 500) as f64;
     eprintln!(
         "echo through one ring, 8 connections x 500 round trips: {:.2} io_uring_enter, \

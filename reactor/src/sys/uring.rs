@@ -303,7 +303,8 @@ impl RawRing {
         }
         // SAFETY: `tail` points into `_rings_map`, mapped for as long as `self` lives.
         let tail = unsafe { &*self.sq.tail };
-        // Release: every SQE written above is visible before the new tail is. io_uring.c: "the
+        // Release: every SQE written above is visible before the new tail is; io_uring(7)'s
+        // submission example ends with `atomic_store_release(sqring->tail, tail)`. io_uring.c: "the
         // application must use an appropriate smp_wmb() before writing the SQ tail (ordering SQ
         // entry stores with the tail store), which pairs with smp_load_acquire in io_get_sqring
         // (smp_store_release to store the tail will do)". Without SQPOLL the kernel reads the
@@ -365,7 +366,8 @@ impl RawRing {
     pub(crate) fn pop_cqe(&mut self) -> Option<Cqe> {
         // SAFETY: `tail` and `head` point into a ring mapping that lives as long as `self`.
         let (tail, head) = unsafe { (&*self.cq.tail, &*self.cq.head) };
-        // Acquire: the CQEs below the tail are fully written before we read them. io_uring.c:
+        // Acquire: the CQEs below the tail are fully written before we read them; io_uring(7),
+        // "Reading completion events": `atomic_load_acquire(cqring->tail)`. io_uring.c:
         // "After the application reads the CQ ring tail, it must use an appropriate smp_rmb()
         // to pair with the smp_wmb() the kernel uses before writing the tail (using
         // smp_load_acquire to read the tail will do)".
@@ -378,8 +380,8 @@ impl RawRing {
         // not overwrite it before we move the head past it.
         let cqe = unsafe { self.cq.cqes.add(slot).read() };
         self.cq.local_head = self.cq.local_head.wrapping_add(1);
-        // Release: our read of the CQE above happens before the kernel may reuse its slot.
-        // io_uring.c: "It also needs a smp_mb() before updating CQ head (ordering the entry
+        // Release: our read of the CQE above happens before the kernel may reuse its slot;
+        // io_uring(7): `atomic_store_release(cqring->head, head)`. io_uring.c: "It also needs a smp_mb() before updating CQ head (ordering the entry
         // load(s) with the head store) ... (smp_store_release to store head will do)".
         head.store(self.cq.local_head, Ordering::Release);
         Some(cqe)
@@ -442,7 +444,8 @@ impl RawRing {
         // SAFETY: `head` points into `_rings_map`, mapped for as long as `self` lives.
         let head = unsafe { &*self.sq.head };
         // Acquire: once the head has moved past a slot, the kernel has finished reading that
-        // SQE and we may overwrite it. io_uring.c: "it needs a barrier ordering the SQ head
+        // SQE and we may overwrite it (io_uring(7) leaves barriers to the kernel's comment).
+        // io_uring.c: "it needs a barrier ordering the SQ head
         // load before writing new SQ entries (smp_load_acquire to read head will do)".
         head.load(Ordering::Acquire)
     }

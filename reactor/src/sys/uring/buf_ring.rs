@@ -198,7 +198,8 @@ impl BufRing {
         let tail = unsafe { &*tail };
         // Release: the entries written by `push` are visible before the tail that covers them,
         // pairing with the kernel's smp_load_acquire(&br->tail) when it selects a buffer
-        // (io_uring/kbuf.c); the same rule as the SQ tail in io_uring.c's ordering comment.
+        // (io_uring/kbuf.c); the same rule as the SQ tail in io_uring(7) and io_uring.c's
+        // ordering comment.
         tail.store(self.tail, Ordering::Release);
     }
 }
