@@ -82,8 +82,8 @@ pub fn snapshot() -> SyscallCounts {
 }
 
 impl SyscallCounts {
-    /// Sum of the syscall counters: all but `uring_sqes_submitted` and `uring_cqes_reaped`, which count work
-    /// inside `io_uring_enter` calls rather than syscalls.
+    /// Sum of the syscall counters: all but `uring_sqes_submitted` and `uring_cqes_reaped`,
+    /// which count work inside `io_uring_enter` calls rather than syscalls.
     pub fn total(&self) -> u64 {
         self.epoll_wait
             + self.epoll_ctl

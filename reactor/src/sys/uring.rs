@@ -8,10 +8,10 @@
 //! buffer, a timespec) that the kernel reads or writes later, asynchronously; a provided-buffer
 //! ring hands the kernel memory to fill whenever data arrives. Whether those addresses stay valid
 //! is a memory-safety question, so the code that guarantees it sits here, next to the `unsafe`
-//! blocks that rely on it: the in-flight table (`uring/slab.rs`), the buffer rings' lending
-//! bookkeeping (`uring/buf_ring.rs`), the mappings (`uring/mmap.rs`) and the leak-on-doubt
-//! `Drop` below. Policy (flag fallbacks, probing, `EINTR`, counting, overflow draining) lives
-//! one level up, in `crate::uring`.
+//! blocks that rely on it: the in-flight table (`sys/uring/slab.rs`), the buffer rings' lending
+//! bookkeeping (`sys/uring/buf_ring.rs`), the mappings (`sys/uring/mmap.rs`) and the
+//! leak-on-doubt `Drop` below. Policy (flag fallbacks, probing, `EINTR`, counting, overflow
+//! draining) lives one level up, in `crate::uring`.
 //!
 //! The memory-ordering rules come from io_uring(7) and from the comment at the top of the
 //! kernel's `io_uring/io_uring.c`, quoted at each load and store that implements them:
@@ -305,12 +305,12 @@ impl RawRing {
         // SAFETY: `tail` points into `_rings_map`, mapped for as long as `self` lives.
         let tail = unsafe { &*self.sq.tail };
         // Release: every SQE written above is visible before the new tail is; io_uring(7)'s
-        // submission example ends with `atomic_store_release(sqring->tail, tail)`. io_uring.c: "the
-        // application must use an appropriate smp_wmb() before writing the SQ tail (ordering SQ
-        // entry stores with the tail store), which pairs with smp_load_acquire in io_get_sqring
-        // (smp_store_release to store the tail will do)". Without SQPOLL the kernel reads the
-        // tail only inside our own io_uring_enter, so this is belt and braces; on x86 it is a
-        // plain store.
+        // submission example ends with `atomic_store_release(sqring->tail, tail)`. io_uring.c:
+        // "the application must use an appropriate smp_wmb() before writing the SQ tail
+        // (ordering SQ entry stores with the tail store), which pairs with smp_load_acquire in
+        // io_get_sqring (smp_store_release to store the tail will do)". Without SQPOLL the
+        // kernel reads the tail only inside our own io_uring_enter, so this is belt and braces;
+        // on x86 it is a plain store.
         tail.store(self.sq.local_tail, Ordering::Release);
         self.sq.local_tail.wrapping_sub(self.sq_head())
     }
@@ -382,8 +382,9 @@ impl RawRing {
         let cqe = unsafe { self.cq.cqes.add(slot).read() };
         self.cq.local_head = self.cq.local_head.wrapping_add(1);
         // Release: our read of the CQE above happens before the kernel may reuse its slot;
-        // io_uring(7): `atomic_store_release(cqring->head, head)`. io_uring.c: "It also needs a smp_mb() before updating CQ head (ordering the entry
-        // load(s) with the head store) ... (smp_store_release to store head will do)".
+        // io_uring(7): `atomic_store_release(cqring->head, head)`. io_uring.c: "It also needs a
+        // smp_mb() before updating CQ head (ordering the entry load(s) with the head store) ...
+        // (smp_store_release to store head will do)".
         head.store(self.cq.local_head, Ordering::Release);
         Some(cqe)
     }

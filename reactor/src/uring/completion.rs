@@ -40,7 +40,8 @@ pub enum OpKind {
     Cancel,
 }
 
-/// A provided-buffer group registered with [`Ring::add_buffer_group`](super::Ring::add_buffer_group).
+/// A provided-buffer group, registered with
+/// [`Ring::add_buffer_group`](super::Ring::add_buffer_group).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BufGroup(pub(crate) u16);
 

@@ -160,7 +160,8 @@ impl Ring {
     }
 
     /// Registers `count` buffers of `size` bytes as a new provided-buffer ring
-    /// (`IORING_REGISTER_PBUF_RING`), all of them available to [`recv_multishot`](Self::recv_multishot).
+    /// (`IORING_REGISTER_PBUF_RING`), all of them available to
+    /// [`recv_multishot`](Self::recv_multishot).
     pub fn add_buffer_group(&mut self, count: u16, size: u32) -> io::Result<BufGroup> {
         self.raw
             .add_buffer_group(count, size)
@@ -286,7 +287,8 @@ impl Ring {
 
     /// Submits everything queued, then waits until at least `min_complete` completions are
     /// ready or `timeout` passes (`None`: no limit), and runs the kernel's deferred completion
-    /// work. Returns early (`Ok`) on a signal. Then drain [`next_completion`](Self::next_completion).
+    /// work. Returns early (`Ok`) on a signal. Then drain
+    /// [`next_completion`](Self::next_completion).
     pub fn wait(&mut self, min_complete: u32, timeout: Option<Duration>) -> io::Result<()> {
         self.enter_loop(true, min_complete, timeout).map(drop)
     }
