@@ -36,7 +36,8 @@
 //! # Layout
 //!
 //! - `sys` (private): the only module with `unsafe`. A mio-style `syscall!` macro
-//!   and one thin safe wrapper per libc call, each with a `// SAFETY:` comment citing its man page.
+//!   and one thin safe wrapper per libc call, each with a `// SAFETY:` comment citing its man page;
+//!   `sys/uring.rs` holds io_uring's syscalls, mapped rings and in-flight table.
 //! - [`epoll`]: [`Epoll`], [`Interest`], [`Token`], [`Events`]: the readiness queue, epoll(7).
 //! - [`net`]: [`TcpListener`] and [`TcpStream`] from socket(2) up, plus the accept-queue depth
 //!   read from `TCP_INFO`.
@@ -46,6 +47,10 @@
 //! - [`process`]: fork (refused when multi-threaded), reaping, kill, RLIMIT_NOFILE.
 //! - [`shm`]: [`SharedCounters`], atomics in memory that forked children share with their
 //!   parent.
+//! - [`uring`]: [`uring::Ring`], io_uring(7) from raw syscalls: submission and completion
+//!   rings, provided-buffer rings, multishot accept and recv, owned-buffer send and read,
+//!   timeouts and cancels, behind a safe API that owns what the kernel touches until the final
+//!   completion. Its kernel side (`sys::uring`) holds the mmaps and every `unsafe` block.
 //! - [`syscalls`]: opt-in counters of the syscalls made through this crate.
 //!
 //! Linux only. Every descriptor is an [`OwnedFd`](std::os::fd::OwnedFd) created with
@@ -64,6 +69,7 @@ pub mod shm;
 pub mod signal;
 pub mod syscalls;
 pub mod timer;
+pub mod uring;
 pub mod waker;
 
 pub use epoll::{Epoll, Event, Events, Interest, Token};

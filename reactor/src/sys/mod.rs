@@ -47,6 +47,11 @@ macro_rules! syscall {
     }};
 }
 
+// io_uring(7) has a file of its own: its memory is shared with the kernel beyond one call, so
+// more than thin wrappers must live behind `unsafe` (see its module doc). Declared after the
+// `syscall!` macro, which it uses.
+pub(crate) mod uring;
+
 // ---------------------------------------------------------------------------------------------
 // epoll(7)
 // ---------------------------------------------------------------------------------------------
