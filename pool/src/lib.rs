@@ -70,10 +70,14 @@ mod pool;
 // The slot accesses of Vyukov's algorithm: each `unsafe` block carries its `SAFETY:` proof.
 #[allow(unsafe_code)]
 mod ring;
+mod sched;
+mod spin;
 mod sync;
 
 pub use blocking::{BlockingRing, PushError, DEFAULT_SPIN_LIMIT};
 pub use cache_padded::CachePadded;
 pub use pin::{available_cores, spawn_pinned};
-pub use pool::{Pool, PoolBuilder, PoolStats, WorkerContext, WorkerStats};
+pub use pool::{Abandoned, Pool, PoolBuilder, PoolStats, WorkerContext, WorkerStats};
 pub use ring::{Producer, Ring, MAX_CAPACITY};
+pub use sched::{Finish, RunState, State};
+pub use spin::{Idle, SpinBudget, SpinPolicy, Spinner, DEFAULT_ADAPTIVE_CAP};
