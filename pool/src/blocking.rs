@@ -5,13 +5,15 @@
 //! the item pushed just as it fell asleep (the "lost wakeup"). The classic fix, a mutex held
 //! around every push, would put a lock back in front of the lock-free ring. Instead:
 //!
-//! 1. **Spin briefly.** A consumer that finds the ring empty retries `try_pop` a bounded
-//!    number of times with `spin_loop` in between: under load the next item usually arrives
-//!    within a microsecond, far sooner than a sleep and a wakeup would take.
+//! 1. **Spin briefly.** A consumer that finds the ring empty retries `try_pop` with
+//!    `spin_loop` in between, within a budget: a fixed number of polls (the ring's spin
+//!    limit), or what the consumer's [`Spinner`] decides (`spin.rs`: none, fixed, or adaptive
+//!    to how soon items have been arriving). Under load the next item often arrives sooner
+//!    than a sleep and a wakeup would take.
 //! 2. **Announce, then re-check.** It then locks the park mutex, increments `sleepers`,
 //!    issues a `SeqCst` fence, and tries the ring once more before it waits on the condvar.
-//! 3. **Push, then look.** A producer pushes, issues a `SeqCst` fence, and reads `sleepers`.
-//!    Only if it is non-zero does it take the mutex, hand out one wake permit and
+//! 3. **Push, then look.** A producer pushes, issues a `SeqCst` fence, and reads `sleepers`
+//!    (`wake`). Only if it is non-zero does it take the mutex, hand out one wake permit and
 //!    `notify_one`. While every consumer is busy, a push is the ring's CAS and a fence: no
 //!    lock, no system call.
 //!
@@ -37,6 +39,19 @@
 //! run out. (crossbeam-channel's array flavour instead has the receiver spin and yield until
 //! the pending slot is published, which burns CPU for as long as that producer is preempted,
 //! and which loom cannot model: it explores schedules where the producer never runs again.)
+//!
+//! **Batches.** A reactor that gets several ready connections from one `epoll_wait(2)` should
+//! not pay a fence and possibly a `futex(2)` wake per connection, nor wake every sleeper at
+//! once. `push_without_wake` pushes without looking at the sleepers; one `wake(1)` after the
+//! batch then does step 3's look once. The consumer it wakes takes one item and, finding more
+//! items and more sleepers, passes the wakeup on; so a batch of `k` items wakes at most `k`
+//! consumers, each woken by the previous one, and consumers that are still spinning take
+//! items without being woken at all. This is how the Go scheduler avoids a herd too: it keeps
+//! at most one thread "spinning" for work, and a spinning thread that finds work wakes the
+//! next (`runtime/proc.go`, "Worker thread parking/unparking"). `wake(n)` wakes `n` sleepers
+//! from the caller instead, for when latency matters more than the caller's system calls.
+//! `tests/loom.rs` checks that no item is left with its consumer asleep either way, and its
+//! teaching switch `rawloop_no_pass_on` shows the deadlock without the pass-on.
 //!
 //! **Exactly one wakeup per push, and only when needed.** The producer decrements `sleepers`
 //! itself (under the mutex) and leaves a permit, so the woken consumer stops counting as

@@ -2,9 +2,10 @@
 //! [`BlockingRing`].
 //!
 //! This is the "thread pool" half of the flagship model: the reactor thread accepts and polls
-//! sockets, and hands each ready connection to the pool with [`Pool::submit`]; workers pop
+//! sockets, and hands each ready connection to the pool with [`Pool::submit`] (or the ready
+//! connections of one `epoll_wait(2)` at once with [`Pool::submit_batch`]); workers pop
 //! jobs and run the handler. The shape is the classic fixed-size pool (Java's
-//! `ThreadPoolExecutor` with a bounded queue, or `threadpool`'s `ThreadPool`), with three
+//! `ThreadPoolExecutor` with a bounded queue, or `threadpool`'s `ThreadPool`), with these
 //! choices spelled out:
 //!
 //! - **Bounded, non-blocking intake.** `submit` never blocks: when the ring is full it
@@ -15,13 +16,23 @@
 //! - **One worker per core, pinned** (see `pin.rs`), named `<prefix>-<index>`.
 //! - **Panics are contained.** A job that panics is caught with `catch_unwind`, counted,
 //!   logged, and the worker takes the next job: one bad request must not shrink the pool.
+//! - **Batches wake one worker.** `submit` wakes a parked worker per job when one sleeps;
+//!   `submit_batch` (or `submit_without_wake` and then `wake`) queues a whole batch first and
+//!   wakes one, who passes the wakeup on while jobs and sleepers remain (`blocking.rs`).
+//! - **The idle wait is a policy.** [`PoolBuilder::spin`] picks how a worker waits before it
+//!   parks ([`SpinPolicy`]: not at all, a fixed number of polls, or adaptively), so a server
+//!   can measure each choice; every worker counts its parks, unparks and spinning.
 //!
-//! Shutdown closes the ring (later pushes fail), lets the workers drain every queued job, and
-//! joins them; parked workers are woken by the close. `Pool::shutdown` takes `self`, so no
-//! `submit` can race with it, and `Drop` does the same for a pool that is simply dropped.
+//! [`Pool::shutdown`] closes the ring (later pushes fail), lets the workers drain every queued
+//! job, and joins them; parked workers are woken by the close. [`Pool::shutdown_now`] instead
+//! hands the queued jobs back unrun, so the join waits only for the jobs in progress: the
+//! bounded shutdown a server needs at its drain deadline. Both take `self`, so no `submit`
+//! can race with them, and `Drop` drains like `shutdown` for a pool that is simply dropped.
 //!
 //! The statistics are plain relaxed atomics, each written by one worker and read by anyone:
-//! compare `jobs` and `parked_ns` across workers to see load imbalance while the pool runs.
+//! compare `jobs` and `parked_ns` across workers to see load imbalance while the pool runs,
+//! and divide `parks` and `unparks` by the messages served to see what waking costs per
+//! message.
 
 use std::any::Any;
 use std::collections::VecDeque;
