@@ -106,6 +106,10 @@ pub struct PoolStats {
 }
 
 /// A snapshot of one worker's counters.
+///
+/// The waiting counters (`parked_ns`, `parks`, `unparks`, `spin_hits`, `spun_ns`) are added
+/// when a wait ends, just before the worker starts the job it waited for: a worker asleep
+/// right now does not show its current wait yet.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerStats {
     /// Jobs this worker ran, including those that panicked.
