@@ -1,8 +1,8 @@
 //! `BlockingRing`: parked consumers use no CPU, wake on a push (one per push, and only when one
 //! is parked), a batch pushed without waking is fully taken after one `wake(1)`, `close`
-//! drains then releases every consumer, and `pop_with_spinner` reports each wait. Real threads; every test that
-//! could hang on a lost wakeup runs under a watchdog. Skipped under loom (`tests/loom.rs`
-//! model-checks the same handshake there).
+//! drains then releases every consumer, and `pop_with_spinner` reports each wait. Real
+//! threads; every test that could hang on a lost wakeup runs under a watchdog. Skipped under
+//! loom (`tests/loom.rs` model-checks the same handshake there).
 #![cfg(not(loom))]
 
 mod util;

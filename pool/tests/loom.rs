@@ -191,8 +191,9 @@ fn close_drains_then_releases_consumer() {
 // at once. The main thread is the reactor: an event adds a byte and calls `notify`, and pushes
 // the key when told to. Workers pop keys from the pool's `BlockingRing` (parking when it is
 // empty, so the models have no spin loops for loom to unroll) and run the connection until
-// `finish` says Idle; the reactor closes the ring when it is done. At the end every byte must have been read ("every notify is followed by
-// a run that starts after it") and the slot must be Idle.
+// `finish` says Idle; the reactor closes the ring when it is done. At the end every byte must
+// have been read ("every notify is followed by a run that starts after it") and the slot must
+// be Idle.
 //
 // Teaching switches (from the workspace root; each fails within seconds):
 //
