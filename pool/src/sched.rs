@@ -97,6 +97,11 @@
 //! reads until `EAGAIN`. A server that wants to filter such events can put a generation
 //! number next to the key in the epoll token, as tokio does with its token's generation bits.
 //!
+//! A runner that panics leaves the slot Running for good: every later `notify` returns
+//! `false` and the connection is never served again. The pool catches the panic and carries
+//! on, so the job itself must close the slot on the way out (a drop guard that calls `close`
+//! and frees the key), or the server must accept the leak of one wedged connection.
+//!
 //! # Teaching switches
 //!
 //! `--cfg rawloop_relaxed_finish` weakens `finish`'s Release to Relaxed: the next worker's
