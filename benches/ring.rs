@@ -1,7 +1,7 @@
 //! Criterion benchmark of `pool::Ring` against its yardsticks, crossbeam-queue's
 //! `ArrayQueue` (the same Vyukov algorithm, tuned by crossbeam) and the standard library's
 //! `std::sync::mpsc::sync_channel` (a bounded blocking channel), plus the park-to-wake latency
-//! of `pool::BlockingRing`.
+//! of `pool::BlockingRing`, batched hand-off against a wake per item, and the spin policies.
 //!
 //! ```text
 //! CARGO_TARGET_DIR=... cargo bench --bench ring
@@ -28,9 +28,22 @@
 //! The same with `sync_channel`'s blocking `recv` for comparison. Both sleep in `futex(2)`,
 //! so this is mostly the kernel's wakeup and scheduling path.
 //!
-//! The whole run takes about a minute on two cores (sample size and measurement time are
+//! Hand-off (`handoff`, and `handoff-interleaved`): batches of 4 items into 2 consumers that
+//! are parked before each batch, pushed with `push` (a fence and possibly a wake per item),
+//! or with `push_without_wake` and then `wake(1)` (the woken consumer passes the wakeup on) or
+//! `wake(4)`. Printed per hand-off: the producer's time in push and wake calls (the reactor's
+//! cost), the makespan until the batch is served, and wakeups per batch, with ratios against
+//! wake-each per round.
+//!
+//! Spin policies (`spin-interleaved`): one producer (core 0) pushes an item `gap` after the
+//! consumer (core 1) took the previous one, for gaps of 2, 20 and 200 µs; printed per policy:
+//! the median push-to-pop latency (with its ratio to `Fixed(32)`, what reactor-pool uses),
+//! the CPU time spent spinning per item, and parks per item.
+//!
+//! The whole run takes a few minutes on two cores (sample size and measurement time are
 //! set below); results land in `target/criterion/`, medians in each `new/estimates.json`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
@@ -38,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use crossbeam_queue::ArrayQueue;
-use pool::{BlockingRing, Ring};
+use pool::{BlockingRing, Ring, SpinPolicy, Spinner};
 
 const CAPACITY: usize = 1024;
 /// `(name, producers, consumers)`.
@@ -332,11 +345,13 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = throughput, park_wake_latency
+    targets = throughput, park_wake_latency, handoff
 }
 
-/// Criterion's groups, then the interleaved comparison (skipped when a filter is given that
-/// does not match "interleaved", e.g. `cargo bench --bench ring -- park-wake`).
+/// Criterion's groups, then the interleaved comparisons, each skipped when a filter is given
+/// that its name does not contain: `interleaved` (the queues), `handoff-interleaved` and
+/// `spin-interleaved`. E.g. `cargo bench --bench ring -- handoff` runs the criterion group
+/// `handoff` and the interleaved hand-off comparison only.
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
@@ -344,7 +359,285 @@ fn main() {
         .skip(1)
         .filter(|arg| !arg.starts_with('-'))
         .collect();
-    if filters.is_empty() || filters.iter().any(|f| "interleaved".contains(f.as_str())) {
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    if wanted("interleaved") {
         interleaved();
+    }
+    if wanted("handoff-interleaved") {
+        handoff_interleaved();
+    }
+    if wanted("spin-interleaved") {
+        spin_interleaved();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batched hand-off: a batch of ready connections pushed with a wake per item, or pushed whole
+// and woken once (the wakeup passed on), or pushed whole and woken `n` times from the producer.
+// ---------------------------------------------------------------------------------------------
+
+/// Items per batch: about what one `epoll_wait` returned per call in reactor-pool's ping-pong
+/// (0.35 calls per message).
+const BATCH: usize = 4;
+/// Consumers, parked before each batch (the workers of a two-core machine).
+const HANDOFF_CONSUMERS: usize = 2;
+/// Work per item, a busy wait standing in for serving a connection.
+const ITEM_WORK: Duration = Duration::from_micros(2);
+
+/// How a batch is handed to the consumers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Handoff {
+    /// `push` per item: a fence per item, and a wake per item while a consumer sleeps.
+    WakeEach,
+    /// `push_without_wake` per item, then `wake(1)`: consumers pass the wakeup on.
+    BatchWakeOne,
+    /// `push_without_wake` per item, then `wake(BATCH)`: the producer wakes them all.
+    BatchWakeAll,
+}
+
+const HANDOFFS: [Handoff; 3] = [
+    Handoff::WakeEach,
+    Handoff::BatchWakeOne,
+    Handoff::BatchWakeAll,
+];
+
+/// Medians over the batches of one run.
+struct HandoffRun {
+    /// The producer's time in the push and wake calls: the reactor's cost per batch.
+    submit_ns: f64,
+    /// From the first push to the last item served.
+    makespan_ns: f64,
+    /// `futex(2)` wakes per batch, whoever paid for them.
+    wakeups: f64,
+}
+
+impl Handoff {
+    fn name(self) -> &'static str {
+        match self {
+            Handoff::WakeEach => "push+wake-each",
+            Handoff::BatchWakeOne => "batch+wake(1)",
+            Handoff::BatchWakeAll => "batch+wake(n)",
+        }
+    }
+
+    /// `batches` batches of `BATCH` items into parked consumers.
+    fn run(self, batches: usize) -> HandoffRun {
+        let ring = Arc::new(BlockingRing::<u64>::with_spin_limit(64, 0));
+        let served = Arc::new(AtomicU64::new(0));
+        let consumers: Vec<_> = (0..HANDOFF_CONSUMERS)
+            .map(|_| {
+                let (ring, served) = (Arc::clone(&ring), Arc::clone(&served));
+                thread::spawn(move || {
+                    let mut spinner = Spinner::new(SpinPolicy::None);
+                    while ring.pop_with_spinner(&mut spinner, |_| {}).is_some() {
+                        spin_for(ITEM_WORK);
+                        served.fetch_add(1, Ordering::Release);
+                    }
+                })
+            })
+            .collect();
+        let (mut submit_ns, mut makespan_ns) = (Vec::new(), Vec::new());
+        for batch in 0..batches {
+            while ring.sleepers() < HANDOFF_CONSUMERS {
+                thread::yield_now();
+            }
+            // Let the consumers get from announcing themselves into their futex wait.
+            spin_for(Duration::from_micros(20));
+            let began = Instant::now();
+            self.submit(&ring);
+            submit_ns.push(began.elapsed().as_nanos() as f64);
+            let target = ((batch + 1) * BATCH) as u64;
+            while served.load(Ordering::Acquire) < target {
+                std::hint::spin_loop();
+            }
+            makespan_ns.push(began.elapsed().as_nanos() as f64);
+        }
+        ring.close();
+        consumers.into_iter().for_each(|c| c.join().unwrap());
+        HandoffRun {
+            submit_ns: median(&submit_ns),
+            makespan_ns: median(&makespan_ns),
+            wakeups: ring.wakeups() as f64 / batches as f64,
+        }
+    }
+
+    fn submit(self, ring: &BlockingRing<u64>) {
+        for item in 0..BATCH as u64 {
+            match self {
+                Handoff::WakeEach => ring.push(item).unwrap(),
+                Handoff::BatchWakeOne | Handoff::BatchWakeAll => {
+                    ring.push_without_wake(item).unwrap()
+                }
+            }
+        }
+        match self {
+            Handoff::WakeEach => {}
+            Handoff::BatchWakeOne => {
+                ring.wake(1);
+            }
+            Handoff::BatchWakeAll => {
+                ring.wake(BATCH);
+            }
+        }
+    }
+}
+
+fn handoff(c: &mut Criterion) {
+    let mut group = c.benchmark_group("handoff");
+    group.measurement_time(Duration::from_secs(1));
+    for kind in HANDOFFS {
+        group.bench_function(kind.name(), |b| {
+            // The time per batch, first push to last item served.
+            b.iter_custom(|iters| {
+                let run = kind.run(iters as usize);
+                Duration::from_nanos((run.makespan_ns * iters as f64) as u64)
+            })
+        });
+    }
+    group.finish();
+}
+
+const HANDOFF_ROUNDS: usize = 31;
+const HANDOFF_BATCHES: usize = 100;
+
+/// Interleaved rounds of the three hand-offs; medians, and ratios against wake-each.
+fn handoff_interleaved() {
+    println!(
+        "\nhandoff: {HANDOFF_ROUNDS} rounds x {HANDOFF_BATCHES} batches of {BATCH} items into \
+         {HANDOFF_CONSUMERS} parked consumers ({} µs of work per item)",
+        ITEM_WORK.as_micros()
+    );
+    let mut runs: Vec<Vec<HandoffRun>> = HANDOFFS.iter().map(|_| Vec::new()).collect();
+    for round in 0..HANDOFF_ROUNDS {
+        for k in 0..HANDOFFS.len() {
+            let h = (round + k) % HANDOFFS.len();
+            runs[h].push(HANDOFFS[h].run(HANDOFF_BATCHES));
+        }
+    }
+    let base = &runs[0];
+    for (h, kind) in HANDOFFS.iter().enumerate() {
+        let metric = |f: fn(&HandoffRun) -> f64| {
+            let values: Vec<f64> = runs[h].iter().map(f).collect();
+            let ratios: Vec<f64> = (0..HANDOFF_ROUNDS)
+                .map(|r| f(&runs[h][r]) / f(&base[r]))
+                .collect();
+            (median(&values), median(&ratios))
+        };
+        let (submit, submit_ratio) = metric(|r| r.submit_ns);
+        let (makespan, makespan_ratio) = metric(|r| r.makespan_ns);
+        let (wakeups, _) = metric(|r| r.wakeups);
+        println!(
+            "  {:<15} submit {:>6.2} µs/batch ({:.2}x), makespan {:>6.1} µs ({:.2}x), \
+             {wakeups:.2} wakeups/batch",
+            kind.name(),
+            submit / 1e3,
+            submit_ratio,
+            makespan / 1e3,
+            makespan_ratio,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spin policies: park-to-wake latency and CPU spent spinning when items arrive `gap` apart.
+// ---------------------------------------------------------------------------------------------
+
+const POLICIES: [(&str, SpinPolicy); 4] = [
+    ("fixed(32)", SpinPolicy::Fixed(32)),
+    ("none", SpinPolicy::None),
+    ("fixed(256)", SpinPolicy::Fixed(256)),
+    ("adaptive", SpinPolicy::adaptive()),
+];
+const GAPS_US: [u64; 3] = [2, 20, 200];
+const SPIN_ROUNDS: usize = 15;
+const SPIN_ITEMS: usize = 200;
+
+/// One run's figures, per item.
+struct SpinRun {
+    /// Median time from the push to the consumer's `pop` returning.
+    latency_ns: f64,
+    /// Mean time the consumer spent spinning.
+    spun_ns: f64,
+    /// Parks per item (each one a `futex(2)` wait and, mostly, a wake).
+    parks: f64,
+}
+
+/// `items` items, each pushed `gap` after the consumer took the previous one. The producer
+/// runs on core 0, the consumer on core 1 (`spawn_pinned`), so they do not share a core.
+fn spin_run(policy: SpinPolicy, gap: Duration, items: usize) -> SpinRun {
+    let ring = Arc::new(BlockingRing::<Instant>::new(4));
+    let taken = Arc::new(AtomicU64::new(0));
+    let consumer = {
+        let (ring, taken) = (Arc::clone(&ring), Arc::clone(&taken));
+        pool::spawn_pinned("bench-consumer".into(), 1, true, move || {
+            let mut spinner = Spinner::new(policy);
+            let (mut latencies, mut spun, mut parks) = (Vec::new(), Duration::ZERO, 0u64);
+            while let Some(sent) = ring.pop_with_spinner(&mut spinner, |idle| {
+                spun += idle.spun;
+                parks += u64::from(idle.parks);
+            }) {
+                latencies.push(sent.elapsed().as_nanos() as f64);
+                taken.fetch_add(1, Ordering::Release);
+            }
+            (latencies, spun, parks)
+        })
+        .unwrap()
+    };
+    let producer = {
+        let ring = Arc::clone(&ring);
+        pool::spawn_pinned("bench-producer".into(), 0, true, move || {
+            for item in 0..items as u64 {
+                while taken.load(Ordering::Acquire) < item {
+                    std::hint::spin_loop();
+                }
+                spin_for(gap);
+                ring.push(Instant::now()).unwrap();
+            }
+            ring.close();
+        })
+        .unwrap()
+    };
+    producer.join().unwrap();
+    let (latencies, spun, parks) = consumer.join().unwrap();
+    SpinRun {
+        latency_ns: median(&latencies),
+        spun_ns: spun.as_nanos() as f64 / items as f64,
+        parks: parks as f64 / items as f64,
+    }
+}
+
+/// Interleaved rounds of every policy at every gap; medians over rounds, and ratios against
+/// `fixed(32)` (what reactor-pool uses today).
+fn spin_interleaved() {
+    println!(
+        "\nspin policies: {SPIN_ROUNDS} rounds x {SPIN_ITEMS} items, one producer (core 0) and \
+         one consumer (core 1); latency = push to pop, spun = CPU spinning per item"
+    );
+    for gap_us in GAPS_US {
+        let gap = Duration::from_micros(gap_us);
+        let mut runs: Vec<Vec<SpinRun>> = POLICIES.iter().map(|_| Vec::new()).collect();
+        for round in 0..SPIN_ROUNDS {
+            for k in 0..POLICIES.len() {
+                let p = (round + k) % POLICIES.len();
+                runs[p].push(spin_run(POLICIES[p].1, gap, SPIN_ITEMS));
+            }
+        }
+        for (p, (name, _)) in POLICIES.iter().enumerate() {
+            let latency: Vec<f64> = runs[p].iter().map(|r| r.latency_ns).collect();
+            let ratio: Vec<f64> = (0..SPIN_ROUNDS)
+                .map(|r| runs[p][r].latency_ns / runs[0][r].latency_ns)
+                .collect();
+            let spun: Vec<f64> = runs[p].iter().map(|r| r.spun_ns).collect();
+            let parks: Vec<f64> = runs[p].iter().map(|r| r.parks).collect();
+            println!(
+                "  gap {gap_us:>3} µs {name:<10} latency {:>7.2} µs ({:.2}x fixed(32)), \
+                 spun {:>6.2} µs/item, {:.2} parks/item",
+                median(&latency) / 1e3,
+                median(&ratio),
+                median(&spun) / 1e3,
+                median(&parks),
+            );
+        }
     }
 }

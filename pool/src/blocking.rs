@@ -5,13 +5,15 @@
 //! the item pushed just as it fell asleep (the "lost wakeup"). The classic fix, a mutex held
 //! around every push, would put a lock back in front of the lock-free ring. Instead:
 //!
-//! 1. **Spin briefly.** A consumer that finds the ring empty retries `try_pop` a bounded
-//!    number of times with `spin_loop` in between: under load the next item usually arrives
-//!    within a microsecond, far sooner than a sleep and a wakeup would take.
+//! 1. **Spin briefly.** A consumer that finds the ring empty retries `try_pop` with
+//!    `spin_loop` in between, within a budget: a fixed number of polls (the ring's spin
+//!    limit), or what the consumer's [`Spinner`] decides (`spin.rs`: none, fixed, or adaptive
+//!    to how soon items have been arriving). Under load the next item often arrives sooner
+//!    than a sleep and a wakeup would take.
 //! 2. **Announce, then re-check.** It then locks the park mutex, increments `sleepers`,
 //!    issues a `SeqCst` fence, and tries the ring once more before it waits on the condvar.
-//! 3. **Push, then look.** A producer pushes, issues a `SeqCst` fence, and reads `sleepers`.
-//!    Only if it is non-zero does it take the mutex, hand out one wake permit and
+//! 3. **Push, then look.** A producer pushes, issues a `SeqCst` fence, and reads `sleepers`
+//!    (`wake`). Only if it is non-zero does it take the mutex, hand out one wake permit and
 //!    `notify_one`. While every consumer is busy, a push is the ring's CAS and a fence: no
 //!    lock, no system call.
 //!
@@ -38,6 +40,19 @@
 //! the pending slot is published, which burns CPU for as long as that producer is preempted,
 //! and which loom cannot model: it explores schedules where the producer never runs again.)
 //!
+//! **Batches.** A reactor that gets several ready connections from one `epoll_wait(2)` should
+//! not pay a fence and possibly a `futex(2)` wake per connection, nor wake every sleeper at
+//! once. `push_without_wake` pushes without looking at the sleepers; one `wake(1)` after the
+//! batch then does step 3's look once. The consumer it wakes takes one item and, finding more
+//! items and more sleepers, passes the wakeup on; so a batch of `k` items wakes at most `k`
+//! consumers, each woken by the previous one, and consumers that are still spinning take
+//! items without being woken at all. This is how the Go scheduler avoids a herd too: it keeps
+//! at most one thread "spinning" for work, and a spinning thread that finds work wakes the
+//! next (`runtime/proc.go`, "Worker thread parking/unparking"). `wake(n)` wakes `n` sleepers
+//! from the caller instead, for when latency matters more than the caller's system calls.
+//! `tests/loom.rs` checks that no item is left with its consumer asleep either way, and its
+//! teaching switch `rawloop_no_pass_on` shows the deadlock without the pass-on.
+//!
 //! **Exactly one wakeup per push, and only when needed.** The producer decrements `sleepers`
 //! itself (under the mutex) and leaves a permit, so the woken consumer stops counting as
 //! asleep at once: a second push before it runs will not wake it again, and wakes another
@@ -58,6 +73,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache_padded::CachePadded;
 use crate::ring::Ring;
+use crate::spin::{Idle, SpinBudget, SpinPolicy, Spinner};
 use crate::sync::{self, fence, AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex};
 
 /// How many times a consumer retries an empty ring before it parks, by default.
@@ -125,8 +141,39 @@ impl<T> BlockingRing<T> {
             return Err(PushError::Closed(value));
         }
         self.ring.try_push(value).map_err(PushError::Full)?;
-        self.wake_one();
+        self.wake(1);
         Ok(())
+    }
+
+    /// Pushes `value` without waking anyone: the first half of a batched hand-off. Call
+    /// [`wake`](BlockingRing::wake) once the batch is in, or a parked consumer may sleep on a
+    /// non-empty ring.
+    pub fn push_without_wake(&self, value: T) -> Result<(), PushError<T>> {
+        if self.closed.load(Acquire) {
+            return Err(PushError::Closed(value));
+        }
+        self.ring.try_push(value).map_err(PushError::Full)
+    }
+
+    /// Wakes up to `max` parked consumers and returns how many it woke (each a `futex(2)`
+    /// wake). With no consumer parked this is a fence and a load: no lock, no system call.
+    ///
+    /// After a batch of pushes, `wake(1)` is enough to get every item taken: a consumer woken
+    /// from a park that finds more items queued and more consumers asleep wakes the next
+    /// ("Pass the wakeup on" in the module documentation), so a batch of `k` items wakes at
+    /// most `k` consumers, one after the other, and never a herd.
+    pub fn wake(&self, max: usize) -> usize {
+        if max == 0 {
+            return 0;
+        }
+        // Dekker, producer side: the pushes (their Release stores of `seq`), then this fence,
+        // then the load of `sleepers`. If the load misses a consumer's increment, that
+        // consumer's re-check is guaranteed to see our items.
+        fence(SeqCst);
+        if self.sleepers.load(Relaxed) == 0 {
+            return 0;
+        }
+        self.wake_sleepers(max)
     }
 
     /// Pops an item, parking while the ring is empty. Returns `None` only once the ring is
@@ -138,31 +185,21 @@ impl<T> BlockingRing<T> {
     /// Like [`pop`](BlockingRing::pop), calling `on_parked(time asleep)` after each park, so
     /// a worker can account for its idle time.
     pub fn pop_with(&self, mut on_parked: impl FnMut(Duration)) -> Option<T> {
-        let mut parked = false;
-        loop {
-            for _ in 0..=self.spin_limit {
-                if let Some(value) = self.ring.try_pop() {
-                    if parked {
-                        self.pass_on_wakeup();
-                    }
-                    return Some(value);
-                }
-                if self.closed.load(Acquire) {
-                    // Closed: items pushed before `close` are still ours to drain, so look
-                    // once more after seeing the flag (Acquire orders this pop after them).
-                    return self.ring.try_pop();
-                }
-                sync::spin_loop();
-            }
-            let asleep = Instant::now();
-            let found = self.park();
-            on_parked(asleep.elapsed());
-            parked = true;
-            if let Some(value) = found {
-                self.pass_on_wakeup();
-                return Some(value);
-            }
-        }
+        let mut spinner = Spinner::new(SpinPolicy::Fixed(self.spin_limit));
+        self.pop_idle(&mut spinner, &mut on_parked, &mut |_| {})
+    }
+
+    /// Like [`pop`](BlockingRing::pop), spinning as `spinner`'s policy decides instead of
+    /// this ring's spin limit, and calling `on_idle` once if the ring was empty at the first
+    /// poll, with what the wait cost (time spun, parks, time parked, wakeups received).
+    ///
+    /// The fast path, an item at the first poll, reads no clock and reports nothing.
+    pub fn pop_with_spinner(
+        &self,
+        spinner: &mut Spinner,
+        mut on_idle: impl FnMut(&Idle),
+    ) -> Option<T> {
+        self.pop_idle(spinner, &mut |_| {}, &mut on_idle)
     }
 
     /// Stops intake and wakes every parked consumer. Consumers drain what is queued, then
@@ -196,72 +233,150 @@ impl<T> BlockingRing<T> {
         &self.ring
     }
 
-    /// Parks until woken. Returns an item if the re-check after announcing found one;
-    /// `None` means "woken or closed: poll again".
-    fn park(&self) -> Option<T> {
+    /// The body of every pop: poll, spin within the budget, park, repeat.
+    fn pop_idle(
+        &self,
+        spinner: &mut Spinner,
+        on_parked: &mut dyn FnMut(Duration),
+        on_idle: &mut dyn FnMut(&Idle),
+    ) -> Option<T> {
+        if let Some(value) = self.ring.try_pop() {
+            return Some(value);
+        }
+        let ran_dry = Instant::now();
+        let mut idle = Idle::default();
+        let item = loop {
+            let spin_began = Instant::now();
+            let spun = self.spin(spinner.budget(), spin_began);
+            idle.spun += spin_began.elapsed();
+            match spun {
+                Spun::Found(value) => {
+                    idle.found_by_spin = idle.parks == 0;
+                    break Some(value);
+                }
+                Spun::Closed(last) => break last,
+                Spun::Empty => {}
+            }
+            let asleep = Instant::now();
+            let (found, woken) = self.park();
+            let slept = asleep.elapsed();
+            on_parked(slept);
+            idle.parks += 1;
+            idle.parked += slept;
+            idle.unparks += u32::from(woken);
+            // Woken (or closed): look at once, before the next spin's budget check.
+            if let Some(value) = found.or_else(|| self.ring.try_pop()) {
+                break Some(value);
+            }
+        };
+        if item.is_some() {
+            if idle.parks > 0 {
+                self.pass_on_wakeup();
+            }
+            spinner.record_gap(ran_dry.elapsed());
+        }
+        on_idle(&idle);
+        item
+    }
+
+    /// Polls the empty ring within `budget`, counted from `began`.
+    fn spin(&self, budget: SpinBudget, began: Instant) -> Spun<T> {
+        let mut polls: u32 = 0;
+        loop {
+            if self.closed.load(Acquire) {
+                // Closed: items pushed before `close` are still ours to drain, so look once
+                // more after seeing the flag (Acquire orders this pop after them).
+                return Spun::Closed(self.ring.try_pop());
+            }
+            let more = match budget {
+                SpinBudget::Polls(limit) => polls < limit,
+                SpinBudget::For(span) => began.elapsed() < span,
+            };
+            if !more {
+                return Spun::Empty;
+            }
+            polls = polls.saturating_add(1);
+            sync::spin_loop();
+            if let Some(value) = self.ring.try_pop() {
+                return Spun::Found(value);
+            }
+        }
+    }
+
+    /// Parks until woken. Returns an item if the re-check after announcing found one
+    /// (`None` means "woken or closed: poll again"), and whether a wake permit woke us.
+    fn park(&self) -> (Option<T>, bool) {
         let mut permits = sync::lock(&self.park);
         self.sleepers.fetch_add(1, Relaxed);
         // Dekker, consumer side: our increment, then this fence, then the re-check below.
-        // Pairs with the fence in `wake_one` (see the module documentation).
+        // Pairs with the fence in `wake` (see the module documentation).
         fence(SeqCst);
         let found = self.ring.try_pop();
         if found.is_some() || self.closed.load(Acquire) {
             self.sleepers.fetch_sub(1, Relaxed);
-            return found;
+            return (found, false);
         }
         loop {
             permits = sync::wait(&self.wake, permits);
             if *permits > 0 {
                 // A producer decremented `sleepers` for us when it left this permit.
                 *permits -= 1;
-                return None;
+                return (None, true);
             }
             if self.closed.load(Acquire) {
                 self.sleepers.fetch_sub(1, Relaxed);
-                return None;
+                return (None, false);
             }
             // A spurious wakeup: still counted in `sleepers`, so wait again.
         }
     }
 
-    /// Wakes one parked consumer, if any, after a push.
-    #[inline]
-    fn wake_one(&self) {
-        // Dekker, producer side: the push (its Release store of `seq`), then this fence, then
-        // the load of `sleepers`. If the load misses a consumer's increment, that consumer's
-        // re-check is guaranteed to see our item.
-        fence(SeqCst);
-        if self.sleepers.load(Relaxed) == 0 {
-            return;
-        }
-        self.wake_sleeper();
-    }
-
     /// After a consumer that parked has taken an item: if more items wait and another consumer
     /// sleeps, wake it (see "Pass the wakeup on" in the module documentation).
     fn pass_on_wakeup(&self) {
+        // The deliberate bug of `--cfg rawloop_no_pass_on`: a batch woken with `wake(1)` then
+        // leaves the other consumers asleep on a non-empty ring, and loom reports a deadlock.
+        if cfg!(rawloop_no_pass_on) {
+            return;
+        }
         // Dekker again, now between this consumer's pop and a consumer parking concurrently:
         // either we see its `sleepers` increment, or its re-check sees the ring as we left it.
         fence(SeqCst);
         if self.sleepers.load(Relaxed) > 0 && !self.ring.is_empty() {
-            self.wake_sleeper();
+            self.wake_sleepers(1);
         }
     }
 
-    /// Hands one sleeping consumer a permit and wakes it, if one still sleeps.
-    fn wake_sleeper(&self) {
+    /// Hands up to `max` sleeping consumers a permit each and wakes them; returns how many.
+    fn wake_sleepers(&self, max: usize) -> usize {
         let mut permits = sync::lock(&self.park);
         // Under the mutex `sleepers` is exact: another producer may have woken the last
         // sleeper between our first look and now.
-        if self.sleepers.load(Relaxed) == 0 {
-            return;
+        let woken = max.min(self.sleepers.load(Relaxed));
+        if woken == 0 {
+            return 0;
         }
-        self.sleepers.fetch_sub(1, Relaxed);
-        *permits += 1;
+        self.sleepers.fetch_sub(woken, Relaxed);
+        *permits += woken;
         drop(permits);
-        self.wake.notify_one();
-        self.wakeups.fetch_add(1, Relaxed);
+        // One `notify_one` per permit: `notify_all` would also wake the sleepers that get no
+        // permit, only for them to find none and sleep again (a thundering herd).
+        for _ in 0..woken {
+            self.wake.notify_one();
+        }
+        self.wakeups.fetch_add(woken as u64, Relaxed);
+        woken
     }
+}
+
+/// How a spin ended.
+enum Spun<T> {
+    /// An item arrived.
+    Found(T),
+    /// The ring is closed; the last look at it.
+    Closed(Option<T>),
+    /// The budget ran out: park.
+    Empty,
 }
 
 impl<T> PushError<T> {

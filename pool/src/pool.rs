@@ -2,9 +2,10 @@
 //! [`BlockingRing`].
 //!
 //! This is the "thread pool" half of the flagship model: the reactor thread accepts and polls
-//! sockets, and hands each ready connection to the pool with [`Pool::submit`]; workers pop
+//! sockets, and hands each ready connection to the pool with [`Pool::submit`] (or the ready
+//! connections of one `epoll_wait(2)` at once with [`Pool::submit_batch`]); workers pop
 //! jobs and run the handler. The shape is the classic fixed-size pool (Java's
-//! `ThreadPoolExecutor` with a bounded queue, or `threadpool`'s `ThreadPool`), with three
+//! `ThreadPoolExecutor` with a bounded queue, or `threadpool`'s `ThreadPool`), with these
 //! choices spelled out:
 //!
 //! - **Bounded, non-blocking intake.** `submit` never blocks: when the ring is full it
@@ -15,27 +16,42 @@
 //! - **One worker per core, pinned** (see `pin.rs`), named `<prefix>-<index>`.
 //! - **Panics are contained.** A job that panics is caught with `catch_unwind`, counted,
 //!   logged, and the worker takes the next job: one bad request must not shrink the pool.
+//! - **Batches wake one worker.** `submit` wakes a parked worker per job when one sleeps;
+//!   `submit_batch` (or `submit_without_wake` and then `wake`) queues a whole batch first and
+//!   wakes one, who passes the wakeup on while jobs and sleepers remain (`blocking.rs`).
+//! - **The idle wait is a policy.** [`PoolBuilder::spin`] picks how a worker waits before it
+//!   parks ([`SpinPolicy`]: not at all, a fixed number of polls, or adaptively), so a server
+//!   can measure each choice; every worker counts its parks, unparks and spinning.
 //!
-//! Shutdown closes the ring (later pushes fail), lets the workers drain every queued job, and
-//! joins them; parked workers are woken by the close. `Pool::shutdown` takes `self`, so no
-//! `submit` can race with it, and `Drop` does the same for a pool that is simply dropped.
+//! [`Pool::shutdown`] closes the ring (later pushes fail), lets the workers drain every queued
+//! job, and joins them; parked workers are woken by the close. [`Pool::shutdown_now`] instead
+//! hands the queued jobs back unrun, so the join waits only for the jobs in progress: the
+//! bounded shutdown a server needs at its drain deadline. Both take `self`, so no `submit`
+//! can race with them, and `Drop` drains like `shutdown` for a pool that is simply dropped.
 //!
 //! The statistics are plain relaxed atomics, each written by one worker and read by anyone:
-//! compare `jobs` and `parked_ns` across workers to see load imbalance while the pool runs.
+//! compare `jobs` and `parked_ns` across workers to see load imbalance while the pool runs,
+//! and divide `parks` and `unparks` by the messages served to see what waking costs per
+//! message.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use log::{error, info};
 
-use crate::blocking::{BlockingRing, PushError, DEFAULT_SPIN_LIMIT};
+use crate::blocking::{BlockingRing, PushError};
 use crate::cache_padded::CachePadded;
 use crate::pin::{available_cores, spawn_pinned};
+use crate::spin::{Idle, SpinPolicy, Spinner};
 
 /// What a job learns about the worker running it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +67,7 @@ pub struct PoolBuilder {
     pin: bool,
     capacity: usize,
     name: String,
-    spin_limit: u32,
+    spin: SpinPolicy,
 }
 
 /// A fixed pool of worker threads fed by a lock-free ring. See the module documentation.
@@ -59,6 +75,16 @@ pub struct Pool<J> {
     shared: Arc<Shared<J>>,
     /// One per worker; emptied by the first shutdown, so a second one (Drop) is a no-op.
     handles: Vec<JoinHandle<()>>,
+}
+
+/// What [`Pool::shutdown_now`] leaves behind.
+#[derive(Debug)]
+pub struct Abandoned<J> {
+    /// The final statistics, read after the last worker exited.
+    pub stats: PoolStats,
+    /// The jobs that were queued and never started, roughly oldest first. Dropping them is
+    /// the caller's business (for a connection: closing it).
+    pub jobs: Vec<J>,
 }
 
 /// A snapshot of a pool's counters.
@@ -80,6 +106,10 @@ pub struct PoolStats {
 }
 
 /// A snapshot of one worker's counters.
+///
+/// The waiting counters (`parked_ns`, `parks`, `unparks`, `spin_hits`, `spun_ns`) are added
+/// when a wait ends, just before the worker starts the job it waited for: a worker asleep
+/// right now does not show its current wait yet.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerStats {
     /// Jobs this worker ran, including those that panicked.
@@ -87,8 +117,18 @@ pub struct WorkerStats {
     /// Total time spent parked (asleep with an empty ring), in nanoseconds; a park is
     /// counted when the worker wakes from it.
     pub parked_ns: u64,
-    /// How many times the worker parked.
+    /// How many times the worker parked (announced itself asleep; nearly all of these end
+    /// in a `futex(2)` wait).
     pub parks: u64,
+    /// How many times the worker was woken by a wake permit, a submit's or one passed on by
+    /// another worker: each one a `futex(2)` wake paid by the waker. `parks - unparks` is
+    /// roughly the parks that ended because the worker found a job in its re-check, or at
+    /// shutdown.
+    pub unparks: u64,
+    /// Idle periods that ended while spinning, before any park: park/unpark pairs saved.
+    pub spin_hits: u64,
+    /// Total time spent spinning on an empty ring (CPU burned waiting), in nanoseconds.
+    pub spun_ns: u64,
     /// Jobs that panicked (caught; the worker lived on).
     pub panics: u64,
 }
@@ -106,7 +146,7 @@ impl PoolBuilder {
             pin: true,
             capacity: 1024,
             name: "rawloop-worker".to_owned(),
-            spin_limit: DEFAULT_SPIN_LIMIT,
+            spin: SpinPolicy::default(),
         }
     }
 
@@ -139,9 +179,17 @@ impl PoolBuilder {
         self
     }
 
-    /// How many times an idle worker polls the empty ring before it parks.
-    pub fn spin_limit(mut self, spins: u32) -> Self {
-        self.spin_limit = spins;
+    /// How many times an idle worker polls the empty ring before it parks: shorthand for
+    /// `.spin(SpinPolicy::Fixed(spins))`.
+    pub fn spin_limit(self, spins: u32) -> Self {
+        self.spin(SpinPolicy::Fixed(spins))
+    }
+
+    /// How an idle worker waits before it parks (default:
+    /// `SpinPolicy::Fixed(DEFAULT_SPIN_LIMIT)`). Each worker keeps its own
+    /// [`Spinner`](crate::Spinner), so the adaptive policy learns per worker.
+    pub fn spin(mut self, policy: SpinPolicy) -> Self {
+        self.spin = policy;
         self
     }
 
@@ -155,10 +203,14 @@ impl PoolBuilder {
         F: Fn(J, &WorkerContext) + Send + Sync + 'static,
     {
         let shared = Arc::new(Shared {
-            queue: BlockingRing::with_spin_limit(self.capacity, self.spin_limit),
+            // The ring's own spin limit is unused: workers pop with their own `Spinner`.
+            queue: BlockingRing::new(self.capacity),
             workers: (0..self.workers).map(|_| CachePadded::default()).collect(),
             ring_full: AtomicU64::new(0),
             high_water: AtomicUsize::new(0),
+            spin: self.spin,
+            discard: AtomicBool::new(false),
+            handed_back: Mutex::new(Vec::new()),
         });
         let handler = Arc::new(handler);
         let mut pool = Pool {
@@ -175,11 +227,12 @@ impl PoolBuilder {
             pool.handles.push(handle);
         }
         info!(
-            "pool: {} workers named {}-<i>, pinned: {}, ring capacity {}",
+            "pool: {} workers named {}-<i>, pinned: {}, ring capacity {}, spin {:?}",
             self.workers,
             self.name,
             self.pin,
-            pool.shared.queue.ring().capacity()
+            pool.shared.queue.ring().capacity(),
+            self.spin
         );
         Ok(pool)
     }
@@ -198,24 +251,51 @@ impl<J: Send + 'static> Pool<J> {
     /// Wakes exactly one parked worker, and only when one is parked: while every worker is
     /// busy, a submit is a compare-and-swap and a fence, with no lock and no system call.
     pub fn submit(&self, job: J) -> Result<(), J> {
-        let shared = &*self.shared;
-        match shared.queue.push(job) {
-            Ok(()) => {
-                // Reading the length costs a load of the consumers' `head` line; next to the
-                // system calls that produce a job (a read on a socket) it is noise. Load
-                // before `fetch_max` so the common case writes nothing shared.
-                let len = shared.queue.ring().len();
-                if len > shared.high_water.load(Relaxed) {
-                    shared.high_water.fetch_max(len, Relaxed);
-                }
-                Ok(())
+        self.submit_without_wake(job)?;
+        self.shared.queue.wake(1);
+        Ok(())
+    }
+
+    /// Queues `job` without waking anyone: the first half of a batched hand-off, which must
+    /// end with [`wake`](Pool::wake). Returns `Err(job)` when the ring is full (counted) or
+    /// closed.
+    pub fn submit_without_wake(&self, job: J) -> Result<(), J> {
+        self.push(job)?;
+        self.note_depth();
+        Ok(())
+    }
+
+    /// Wakes up to `max` parked workers; returns how many (each a `futex(2)` wake). With no
+    /// worker parked it is a fence and a load.
+    ///
+    /// After a batch, `wake(1)` suffices: a woken worker that takes a job and sees more jobs
+    /// queued and more workers parked wakes the next one. `wake(n)` wakes them all from the
+    /// calling thread instead, sooner but with `n` system calls on the caller's time.
+    pub fn wake(&self, max: usize) -> usize {
+        self.shared.queue.wake(max)
+    }
+
+    /// Moves jobs from the front of `backlog` into the ring until the backlog is empty or the
+    /// ring is full, then wakes at most one parked worker, who passes the wakeup on while
+    /// jobs and sleepers remain (see [`wake`](Pool::wake)). Returns how many jobs it queued.
+    ///
+    /// Jobs the ring refused stay in `backlog`, in order: nothing is dropped. A reactor
+    /// appends the keys of one `epoll_wait(2)` to its backlog and calls this once, so a
+    /// batch of ready connections costs at most one `futex(2)` wake on the reactor thread.
+    pub fn submit_batch(&self, backlog: &mut VecDeque<J>) -> usize {
+        let mut queued = 0;
+        while let Some(job) = backlog.pop_front() {
+            if let Err(refused) = self.push(job) {
+                backlog.push_front(refused);
+                break;
             }
-            Err(PushError::Full(job)) => {
-                shared.ring_full.fetch_add(1, Relaxed);
-                Err(job)
-            }
-            Err(PushError::Closed(job)) => Err(job),
+            queued += 1;
         }
+        if queued > 0 {
+            self.note_depth();
+            self.shared.queue.wake(1);
+        }
+        queued
     }
 
     /// A snapshot of the counters, readable while the pool runs.
@@ -242,6 +322,51 @@ impl<J: Send + 'static> Pool<J> {
     pub fn shutdown(mut self) -> PoolStats {
         self.stop();
         self.stats()
+    }
+
+    /// Stops intake, lets the jobs in progress finish, and joins the workers without running
+    /// the jobs still queued: they are handed back in [`Abandoned::jobs`]. For a server at its
+    /// drain deadline, whose join must not wait for a full queue to be served.
+    ///
+    /// A worker checks for this stop after each pop, so no job starts once the worker has seen
+    /// it; the time to join is that of the longest job in progress, not of the queue. (A job
+    /// that never returns still blocks the join: bounding a job is the job's business.)
+    pub fn shutdown_now(mut self) -> Abandoned<J> {
+        // Release: a worker that sees the flag (Acquire) hands its job back instead of
+        // running it. Set before `close`, which wakes the parked workers to see it.
+        self.shared.discard.store(true, Release);
+        self.stop();
+        let shared = &*self.shared;
+        let mut jobs = std::mem::take(&mut *lock(&shared.handed_back));
+        jobs.extend(std::iter::from_fn(|| shared.queue.ring().try_pop()));
+        Abandoned {
+            stats: self.stats(),
+            jobs,
+        }
+    }
+
+    /// Pushes `job`, counting a full ring.
+    fn push(&self, job: J) -> Result<(), J> {
+        match self.shared.queue.push_without_wake(job) {
+            Ok(()) => Ok(()),
+            Err(PushError::Full(job)) => {
+                self.shared.ring_full.fetch_add(1, Relaxed);
+                Err(job)
+            }
+            Err(PushError::Closed(job)) => Err(job),
+        }
+    }
+
+    /// Updates the high-water mark after a push.
+    fn note_depth(&self) {
+        let shared = &*self.shared;
+        // Reading the length costs a load of the consumers' `head` line; next to the system
+        // calls that produce a job (a read on a socket) it is noise. Load before `fetch_max`
+        // so the common case writes nothing shared.
+        let len = shared.queue.ring().len();
+        if len > shared.high_water.load(Relaxed) {
+            shared.high_water.fetch_max(len, Relaxed);
+        }
     }
 }
 
@@ -285,6 +410,11 @@ struct Shared<J> {
     workers: Box<[CachePadded<WorkerCounters>]>,
     ring_full: AtomicU64,
     high_water: AtomicUsize,
+    spin: SpinPolicy,
+    /// Set by `shutdown_now`: workers stop taking jobs.
+    discard: AtomicBool,
+    /// Jobs a worker popped after `discard` was set, handed back unrun.
+    handed_back: Mutex<Vec<J>>,
 }
 
 /// One worker's live counters. Each field has a single writer (its worker), so it is bumped
@@ -296,6 +426,9 @@ struct WorkerCounters {
     jobs: AtomicU64,
     parked_ns: AtomicU64,
     parks: AtomicU64,
+    unparks: AtomicU64,
+    spin_hits: AtomicU64,
+    spun_ns: AtomicU64,
     panics: AtomicU64,
 }
 
@@ -305,15 +438,37 @@ impl WorkerCounters {
             jobs: self.jobs.load(Relaxed),
             parked_ns: self.parked_ns.load(Relaxed),
             parks: self.parks.load(Relaxed),
+            unparks: self.unparks.load(Relaxed),
+            spin_hits: self.spin_hits.load(Relaxed),
+            spun_ns: self.spun_ns.load(Relaxed),
             panics: self.panics.load(Relaxed),
         }
     }
 
-    fn record_park(&self, asleep: Duration) {
-        let nanos = u64::try_from(asleep.as_nanos()).unwrap_or(u64::MAX);
-        bump(&self.parks, 1);
-        bump(&self.parked_ns, nanos);
+    /// Adds one wait for a job to the counters (only the non-zero parts are written).
+    fn record_idle(&self, idle: &Idle) {
+        bump(&self.spun_ns, nanos(idle.spun));
+        if idle.found_by_spin {
+            bump(&self.spin_hits, 1);
+        }
+        if idle.parks > 0 {
+            bump(&self.parks, u64::from(idle.parks));
+            bump(&self.parked_ns, nanos(idle.parked));
+            bump(&self.unparks, u64::from(idle.unparks));
+        }
     }
+}
+
+fn nanos(span: Duration) -> u64 {
+    u64::try_from(span.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Locks `mutex`, ignoring poisoning: the handed-back jobs are a plain `Vec`, and no code
+/// panics while holding it.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Adds `n` to a counter that only the calling thread writes.
@@ -322,14 +477,23 @@ fn bump(counter: &AtomicU64, n: u64) {
     counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
 }
 
-/// A worker's life: pop, run (catching panics), repeat until the ring is closed and drained.
+/// A worker's life: pop, run (catching panics), repeat until the ring is closed and drained,
+/// or until `shutdown_now` asks it to stop taking jobs.
 fn run_worker<J, F>(shared: &Shared<J>, handler: &F, index: usize)
 where
     F: Fn(J, &WorkerContext),
 {
     let context = WorkerContext { index };
     let counters = &*shared.workers[index];
-    while let Some(job) = shared.queue.pop_with(|asleep| counters.record_park(asleep)) {
+    let mut spinner = Spinner::new(shared.spin);
+    while let Some(job) = shared
+        .queue
+        .pop_with_spinner(&mut spinner, |idle| counters.record_idle(idle))
+    {
+        if shared.discard.load(Acquire) {
+            lock(&shared.handed_back).push(job);
+            return;
+        }
         // AssertUnwindSafe: after a panic the job is gone, and the handler is `Fn` and `Sync`,
         // so any state it shares is behind its own synchronization (a poisoned mutex, say).
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| handler(job, &context)));

@@ -8,22 +8,23 @@
 //! primitives through this module and never `std::sync` directly (the pattern of tokio's
 //! `loom` shim module and crossbeam's `primitive` module).
 //!
-//! Only the ring (`ring.rs`) and its blocking wrapper (`blocking.rs`) go through here. The
-//! counters, the pool and core pinning use `std` directly: they are exercised by ordinary
-//! threaded tests, and their threads could not run inside a loom model anyway.
+//! The ring (`ring.rs`), its blocking wrapper (`blocking.rs`) and the per-connection
+//! `RunState` (`sched.rs`) go through here. The counters, the pool and core pinning use `std`
+//! directly: they are exercised by ordinary threaded tests, and their threads could not run
+//! inside a loom model anyway.
 //!
 //! [loom]: https://docs.rs/loom
 
 #[cfg(loom)]
 pub(crate) use loom::{
     cell::UnsafeCell,
-    sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize},
+    sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize},
     sync::{Condvar, Mutex, MutexGuard},
 };
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{fence, AtomicBool, AtomicU64, AtomicUsize},
+    atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize},
     Condvar, Mutex, MutexGuard,
 };
 

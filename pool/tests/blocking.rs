@@ -1,7 +1,8 @@
 //! `BlockingRing`: parked consumers use no CPU, wake on a push (one per push, and only when one
-//! is parked), and `close` drains then releases every consumer. Real threads; every test that
-//! could hang on a lost wakeup runs under a watchdog. Skipped under loom (`tests/loom.rs`
-//! model-checks the same handshake there).
+//! is parked), a batch pushed without waking is fully taken after one `wake(1)`, `close`
+//! drains then releases every consumer, and `pop_with_spinner` reports each wait. Real
+//! threads; every test that could hang on a lost wakeup runs under a watchdog. Skipped under
+//! loom (`tests/loom.rs` model-checks the same handshake there).
 #![cfg(not(loom))]
 
 mod util;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use pool::{BlockingRing, PushError};
+use pool::{BlockingRing, PushError, SpinPolicy, Spinner};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -155,5 +156,78 @@ fn mpmc_with_parking_loses_nothing() {
             ring.wakeups() > 0,
             "consumers parked at spin limit 0, someone woke them"
         );
+    });
+}
+
+/// A batch pushed without waking, then one `wake(1)`: three parked consumers all get an item,
+/// the first woken passing the wakeup on; never more wakeups than items.
+#[test]
+fn batch_with_one_wake_reaches_every_parked_consumer() {
+    util::within(LIMIT, || {
+        let ring = Arc::new(BlockingRing::<u32>::with_spin_limit(8, 0));
+        let consumers: Vec<_> = (0..3)
+            .map(|_| {
+                let ring = Arc::clone(&ring);
+                thread::spawn(move || ring.pop())
+            })
+            .collect();
+        util::wait_until(LIMIT, "all consumers to park", || ring.sleepers() == 3);
+        for item in 0..3 {
+            ring.push_without_wake(item).unwrap();
+        }
+        assert_eq!(ring.wakeups(), 0, "pushing a batch wakes nobody");
+        assert_eq!(ring.wake(1), 1);
+        let mut got: Vec<u32> = consumers
+            .into_iter()
+            .map(|c| c.join().unwrap().unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2]);
+        assert_eq!(ring.wakeups(), 3, "one from the producer, two passed on");
+    });
+}
+
+#[test]
+fn wake_without_sleepers_is_free_and_push_without_wake_respects_close() {
+    let ring = BlockingRing::new(2);
+    assert_eq!(ring.wake(4), 0);
+    ring.push_without_wake(1).unwrap();
+    ring.push_without_wake(2).unwrap();
+    assert!(matches!(ring.push_without_wake(3), Err(PushError::Full(3))));
+    ring.close();
+    assert!(matches!(
+        ring.push_without_wake(4),
+        Err(PushError::Closed(4))
+    ));
+    assert_eq!(ring.wakeups(), 0);
+}
+
+/// `pop_with_spinner` reports one wait: with no spinning, a park that a push ended.
+#[test]
+fn pop_with_spinner_reports_the_park_and_the_unpark() {
+    util::within(LIMIT, || {
+        let ring = Arc::new(BlockingRing::with_spin_limit(8, 0));
+        let consumer = {
+            let ring = Arc::clone(&ring);
+            thread::spawn(move || {
+                let mut spinner = Spinner::new(SpinPolicy::None);
+                let mut reports = Vec::new();
+                let item = ring.pop_with_spinner(&mut spinner, |idle| reports.push(*idle));
+                // An item already queued: the fast path reports nothing.
+                let second = ring.pop_with_spinner(&mut spinner, |idle| reports.push(*idle));
+                (item, second, reports)
+            })
+        };
+        util::wait_until(LIMIT, "the consumer to park", || ring.sleepers() == 1);
+        ring.push_without_wake(7u64).unwrap();
+        ring.push_without_wake(8u64).unwrap();
+        ring.wake(1);
+        let (item, second, reports) = consumer.join().unwrap();
+        assert_eq!((item, second), (Some(7), Some(8)));
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        let idle = reports[0];
+        assert_eq!((idle.parks, idle.unparks), (1, 1), "{idle:?}");
+        assert!(!idle.found_by_spin);
+        assert!(idle.parked > Duration::ZERO);
     });
 }
