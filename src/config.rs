@@ -64,6 +64,40 @@ pub enum StatsFormat {
     Json,
 }
 
+/// How `reactor-pool` hands connections from the reactor to the workers (`--arm`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Arm {
+    /// Registered once, edge-triggered; a per-connection `RunState` decides who may serve it.
+    /// No `epoll_ctl` per message.
+    Edge,
+    /// `EPOLLONESHOT`: disarmed after each event, re-armed by the worker with
+    /// `epoll_ctl(EPOLL_CTL_MOD)` after serving: one extra system call per message.
+    Oneshot,
+}
+
+/// How an idle pool worker waits for the next job (`--spin`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Spin {
+    /// Spin about twice the recent gap between jobs, up to 10 µs, then park; park at once when
+    /// jobs come slower than that.
+    Adaptive,
+    /// Spin 32 polls, then park.
+    Fixed,
+    /// Park at once.
+    None,
+}
+
+/// How the event loops register connections with epoll (`--epoll-trigger`, epoll(7)).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Trigger {
+    /// Level-triggered: registered for what the connection wants now, re-registered when that
+    /// changes; the kernel re-polls a reported socket at the next `epoll_wait`.
+    Level,
+    /// Edge-triggered: registered once for both directions, never modified; the loop comes
+    /// back itself to a connection whose read budget ran out.
+    Edge,
+}
+
 /// How the kernel picks a listener of a SO_REUSEPORT group for a new connection.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Steer {
@@ -158,13 +192,30 @@ pub struct Args {
     #[arg(long)]
     pub syscall_stats: bool,
 
+    /// How the event-loop models (event-loop, reuseport, listener-pool, prefork, shared-accept,
+    /// reactor-offload) register connections with epoll: `level` or `edge` (see epoll(7)).
+    #[arg(long, value_enum, default_value = "level")]
+    pub epoll_trigger: Trigger,
+
     /// How `reuseport` and `prefork` spread connections over their listeners: `hash` (the
     /// kernel's default) or `cpu` (each connection to the listener of the CPU that received it).
     #[arg(long, value_enum, default_value = "hash")]
     pub reuseport_steer: Steer,
 
-    /// Teaching switch for `reactor-pool`: register sockets without EPOLLONESHOT, so two
-    /// workers can get the same connection, and watch the `overlaps` counter catch it.
+    /// `reactor-pool`: how ready connections reach the workers: `edge` (registered once,
+    /// edge-triggered, a scheduling state per connection) or `oneshot` (EPOLLONESHOT, re-armed
+    /// after every message).
+    #[arg(long, value_enum, default_value = "edge")]
+    pub arm: Arm,
+
+    /// `reactor-pool` and `reactor-offload`: how an idle worker waits for a job: `adaptive`,
+    /// `fixed` (32 polls) or `none` (park at once).
+    #[arg(long, value_enum, default_value = "adaptive")]
+    pub spin: Spin,
+
+    /// Teaching switch for `reactor-pool`: level-triggered registration and every event pushed
+    /// to the ring, without EPOLLONESHOT or a scheduling state, so two workers can get the same
+    /// connection; watch the `overlaps` counter catch it.
     #[arg(long, hide = true)]
     pub no_oneshot: bool,
 }

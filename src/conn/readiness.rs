@@ -29,6 +29,11 @@ use crate::stats::Stats;
 pub enum Status {
     /// Keep it and call `serve` again when this readiness arrives.
     Wait(Interest),
+    /// Like `Wait`, but the turn's read budget ran out before the socket said EAGAIN: more
+    /// input may already be waiting. A level-triggered registration reports it again by itself;
+    /// an edge-triggered one will not (no new data, no new edge), so its owner must serve the
+    /// connection again without waiting for an event.
+    More(Interest),
     /// Its turn's budget ran out with input still set aside: call `serve` again soon, after
     /// serving the others (its bytes are in the process, so no epoll event will come for them).
     Yield,
@@ -142,7 +147,8 @@ impl Conn {
                 return Ok(status);
             }
         }
-        if let Some(status) = read_and_receive(core, read, limits, &mut turn, &mut tx)? {
+        let reads = read_and_receive(core, read, limits, &mut turn, &mut tx)?;
+        if let Reads::Stopped(status) = reads {
             return Ok(status);
         }
         if core.fin_due() {
@@ -150,21 +156,37 @@ impl Conn {
             // send the FIN, so send it now.
             flush(core, &mut tx)?;
         }
-        Ok(status(core.next(limits)))
+        Ok(match (status(core.next(limits)), reads) {
+            (Status::Wait(interest), Reads::BudgetSpent) => Status::More(interest),
+            (status, _) => status,
+        })
     }
 }
 
+/// How the reads of a turn ended.
+enum Reads {
+    /// The socket is drained (EAGAIN, a short read, EOF), or the core wants no more input.
+    Done,
+    /// `read_budget` full reads: the socket may hold more.
+    BudgetSpent,
+    /// The core stopped the turn (its `WORK` budget, an offload).
+    Stopped(Status),
+}
+
 /// Reads while the core wants input, at most `read_budget` times, handing each read to the
-/// core. Returns a status when the core stopped the turn (budget, offload).
+/// core.
 fn read_and_receive(
     core: &mut Core,
     read: &mut [u8],
     limits: &Limits,
     turn: &mut Turn<'_>,
     tx: &mut Sender<'_>,
-) -> io::Result<Option<Status>> {
+) -> io::Result<Reads> {
     let mut reads = 0;
-    while core.wants_read(limits) && reads < limits.read_budget {
+    while core.wants_read(limits) {
+        if reads == limits.read_budget {
+            return Ok(Reads::BudgetSpent);
+        }
         let n = match tx.stream.read(read) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -178,17 +200,21 @@ fn read_and_receive(
         }
         tx.stats.bytes_in.add(n as u64);
         if let Received::Stopped(stop) = core.receive(&read[..n], limits, turn, tx)? {
-            return Ok(stopped(stop));
+            match stopped(stop) {
+                Some(status) => return Ok(Reads::Stopped(status)),
+                None => break,
+            }
         }
         if n < read.len() {
-            // A short read almost always means the socket is drained. Trying again would
-            // cost a read(2) that returns EAGAIN on nearly every message; leftover or newly
-            // arrived data makes a level-triggered socket readable again (nginx's
-            // ngx_unix_recv does the same).
+            // A short read means the socket held less than we asked for: it is drained now.
+            // Trying again would cost a read(2) that returns EAGAIN on nearly every message
+            // (nginx's ngx_unix_recv reasons the same). Data that arrives later makes a
+            // level-triggered socket readable again and raises a new edge on an
+            // edge-triggered one, so nothing is missed either way.
             break;
         }
     }
-    Ok(None)
+    Ok(Reads::Done)
 }
 
 /// The status a stopped `receive` turns into, or `None` to go on with the turn (high water:

@@ -35,6 +35,18 @@ impl<T> Backlog<T> {
         self.retry(push);
     }
 
+    /// Appends `item` without offering it: for a producer that hands a whole batch over at
+    /// once (see [`items`](Backlog::items)).
+    pub fn queue(&mut self, item: T) {
+        self.items.push_back(item);
+    }
+
+    /// The waiting items, oldest first, for a batched hand-off such as
+    /// `pool::Pool::submit_batch`, which takes what fits and leaves the rest in order.
+    pub fn items(&mut self) -> &mut VecDeque<T> {
+        &mut self.items
+    }
+
     /// Offers the waiting items, oldest first, until `push` refuses one.
     pub fn retry(&mut self, mut push: impl FnMut(T) -> Result<(), T>) {
         while let Some(item) = self.items.pop_front() {

@@ -24,10 +24,20 @@
 //! input set aside) are served once more. A turn serves each connection at most once, so the
 //! loop reads its signals, and serves the neighbours, at least once per `WORK` request.
 //!
-//! Every descriptor is level-triggered: a connection that hit its read budget, or a listener
-//! that hit its accept batch, is simply reported again by the next `epoll_wait`. A yielded
-//! connection's interest is cleared until it has been served again, so it is served once per
-//! turn, from the ready list, not twice.
+//! **Level or edge** (`--epoll-trigger`, epoll(7)). Level-triggered, a connection is registered
+//! for what it wants now (`EPOLLIN`, plus `EPOLLOUT` while replies are queued) and re-registered
+//! when that changes; one that hit its read budget is simply reported again by the next
+//! `epoll_wait`. The kernel pays for that convenience: after reporting a level-triggered socket
+//! it puts it back on the ready list, so the next `epoll_wait` polls it again (`ep_item_poll`)
+//! even when it has nothing new. Edge-triggered, the same interests are registered with
+//! `EPOLLET`: no re-poll, but the loop must itself come back to a connection whose read budget
+//! ran out ([`Status::More`]), because no new edge will say so. (Watching writability always,
+//! as mio does, would save the `epoll_ctl` when backpressure starts and ends but turn every ACK
+//! from the client into an event; it is asked for only while replies are queued.) The listener
+//! and the loop's own descriptors stay level-triggered.
+//!
+//! A connection in the ready list (it yielded, or must be served again) is served once per
+//! turn, from that list; an event for it meanwhile is skipped.
 
 use std::io;
 use std::mem;
@@ -44,7 +54,7 @@ use super::mailbox::{Arrival, Mailbox};
 use super::shutdown::{read_stop_signals, Drain};
 use super::tally::WorkerSlot;
 use super::{conn_key, conn_token, LISTENER, MAILBOX, SIGNALS, TICK, TICK_PERIOD};
-use crate::config::Settings;
+use crate::config::{Settings, Trigger};
 use crate::conn::{Conn, Costly, Expiry, Scratch, Status};
 use crate::report;
 use crate::slab::Slab;
@@ -227,6 +237,9 @@ pub fn run<R: Role, H: Hook>(
 struct Entry {
     conn: Conn,
     interest: Interest,
+    /// In the ready list: it will be served at the end of this turn, and an event for it in
+    /// the meantime is skipped (one turn, one serve).
+    queued: bool,
 }
 
 struct EventLoop<'a, R, H> {
@@ -244,6 +257,8 @@ struct EventLoop<'a, R, H> {
     ready: Vec<usize>,
     scratch: Scratch,
     drain: Drain,
+    /// `--epoll-trigger`: how connections are registered.
+    trigger: Trigger,
 }
 
 impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
@@ -271,6 +286,7 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
             ready: Vec::new(),
             scratch: Scratch::new(),
             drain: Drain::default(),
+            trigger: settings.args.epoll_trigger,
         })
     }
 
@@ -288,7 +304,10 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
                 self.on_event(event.token())?;
             }
             for key in yielded {
-                self.serve(key);
+                if let Some(entry) = self.conns.get_mut(key) {
+                    entry.queued = false;
+                    self.serve(key);
+                }
             }
             if self.drain.is_draining()
                 && ((self.conns.is_empty() && self.hook.away() == 0)
@@ -307,7 +326,7 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
             TICK => self.on_tick(),
             token => {
                 if let Some(key) = conn_key(token) {
-                    self.serve(key);
+                    self.on_ready(key);
                 }
             }
         }
@@ -370,6 +389,13 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
         self.role.on_tick(now, stats, &line);
     }
 
+    /// An event for connection `key`: serve it, unless it waits in the ready list.
+    fn on_ready(&mut self, key: usize) {
+        if self.conns.get(key).is_some_and(|e| !e.queued) {
+            self.serve(key);
+        }
+    }
+
     fn serve(&mut self, key: usize) {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
@@ -386,10 +412,11 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
     fn apply(&mut self, key: usize, status: Status) {
         match status {
             Status::Wait(interest) => self.set_interest(key, interest),
-            Status::Yield => {
-                self.set_interest(key, Interest::NONE);
-                self.ready.push(key);
+            // Level-triggered, epoll reports the unread input again; an edge will not come.
+            Status::More(interest) if self.trigger == Trigger::Level => {
+                self.set_interest(key, interest)
             }
+            Status::More(_) | Status::Yield => self.serve_next_turn(key),
             Status::Offload => {
                 let Some(entry) = self.conns.remove(key) else {
                     return;
@@ -403,6 +430,16 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
         }
     }
 
+    /// Puts `key` in the ready list: it is served once more at the end of the next turn.
+    fn serve_next_turn(&mut self, key: usize) {
+        if let Some(entry) = self.conns.get_mut(key) {
+            if !entry.queued {
+                entry.queued = true;
+                self.ready.push(key);
+            }
+        }
+    }
+
     fn set_interest(&mut self, key: usize, interest: Interest) {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
@@ -410,9 +447,10 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
         if entry.interest == interest {
             return;
         }
+        let registration = registration(self.trigger, interest);
         match self
             .epoll
-            .modify(entry.conn.stream(), conn_token(key), interest)
+            .modify(entry.conn.stream(), conn_token(key), registration)
         {
             Ok(()) => entry.interest = interest,
             Err(e) => {
@@ -431,12 +469,16 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
         match status {
             Status::Close(_) => self.stats.closed.incr(),
             Status::Offload => self.hook.offload(Box::new(conn)),
-            Status::Wait(interest) => {
-                self.register(conn, interest);
+            Status::Wait(interest) | Status::More(interest) => {
+                if let Some(key) = self.register(conn, interest) {
+                    if matches!(status, Status::More(_)) {
+                        self.serve_next_turn(key);
+                    }
+                }
             }
             Status::Yield => {
-                if let Some(key) = self.register(conn, Interest::NONE) {
-                    self.ready.push(key);
+                if let Some(key) = self.register(conn, Interest::READABLE) {
+                    self.serve_next_turn(key);
                 }
             }
         }
@@ -444,12 +486,17 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
 
     fn register(&mut self, conn: Conn, interest: Interest) -> Option<usize> {
         let key = self.conns.next_key();
-        if let Err(e) = self.epoll.add(conn.stream(), conn_token(key), interest) {
+        let registration = registration(self.trigger, interest);
+        if let Err(e) = self.epoll.add(conn.stream(), conn_token(key), registration) {
             warn!("epoll_ctl(ADD) failed: {e}");
             self.stats.closed.incr();
             return None;
         }
-        let inserted = self.conns.insert(Entry { conn, interest });
+        let inserted = self.conns.insert(Entry {
+            conn,
+            interest,
+            queued: false,
+        });
         debug_assert_eq!(inserted, key);
         if self.drain.is_draining() {
             // Serve once now: a connection with nothing pending sends its FIN at once.
@@ -523,6 +570,14 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
         let line = final_line(self.settings, self.stats, None, pool);
         self.role.on_exit(self.stats, line);
         Ok(())
+    }
+}
+
+/// `interest` as registered under `trigger`.
+fn registration(trigger: Trigger, interest: Interest) -> Interest {
+    match trigger {
+        Trigger::Level => interest,
+        Trigger::Edge => interest.edge(),
     }
 }
 
