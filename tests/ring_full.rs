@@ -9,19 +9,16 @@ mod util;
 use std::time::Duration;
 
 use util::client::{echo_many, Finish};
-use util::{Server, Watchdog};
+use util::{Model, Server, Watchdog};
 
 #[test]
 fn a_full_ring_loses_no_readiness_event() {
-    let _watchdog = Watchdog::new(
-        "a_full_ring_loses_no_readiness_event",
-        Duration::from_secs(120),
-    );
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
     let server = Server::start(
-        "reactor-pool",
+        Model::ReactorPool,
         &["--ring-capacity", "2", "--workers", "1", "--no-pin"],
     );
-    let clients: Vec<_> = (0..200).map(|_| server.connect()).collect();
+    let clients = server.clients(200);
     let payloads: Vec<Vec<u8>> = (0..200u32)
         .map(|i| {
             (0..20_000u32)
