@@ -130,11 +130,13 @@ impl Models {
         let failures = Mutex::new(Vec::new());
         std::thread::scope(|s| {
             for _ in 0..self.parallel.min(targets.len()) {
-                s.spawn(|| {
-                    while let Some(target) = queue.lock().unwrap().pop_front() {
-                        if let Err(failure) = run_named(target, &check) {
-                            failures.lock().unwrap().push(failure);
-                        }
+                s.spawn(|| loop {
+                    // Its own statement: a guard in a `while let` scrutinee would hold the
+                    // lock for the whole check and run the models one at a time.
+                    let next = queue.lock().unwrap().pop_front();
+                    let Some(target) = next else { return };
+                    if let Err(failure) = run_named(target, &check) {
+                        failures.lock().unwrap().push(failure);
                     }
                 });
             }
