@@ -84,10 +84,7 @@ struct Seen {
 /// reads and verifies the whole echo.
 fn slow_reader(server: &Server, mut rng: Rng) -> Seen {
     // Warm up: threads, scratch buffers and allocator arenas exist before the baseline.
-    let warm = server.connect();
-    echo_exact(&warm, &rng.bytes(256 * 1024)).unwrap();
-    drop(warm);
-    std::thread::sleep(Duration::from_millis(200));
+    server.warm_up(&rng.bytes(256 * 1024));
     let baseline = server.max_rss();
 
     let payload = rng.bytes(total());

@@ -4,14 +4,14 @@
 //! echo), lost tails (a connection closed before its last write), or a connection starved
 //! forever. Each client here sends its own random payload and gets exactly that payload back,
 //! then half-closes and must see EOF; all 200 are in flight together, driven by one epoll
-//! client thread ([`util::client::echo_many`]), plus a second shape where 50 threads do
+//! client thread ([`util::Server::echo_clients`]), plus a second shape where 50 threads do
 //! request/response turns in lockstep against the same server.
 
 mod util;
 
 use std::time::Duration;
 
-use util::client::{echo_exact, echo_many, Finish};
+use util::client::{echo_exact, Finish};
 use util::{counts_traffic, each_model, Exit, Models, Watchdog};
 
 const CLIENTS: usize = 200;
@@ -28,14 +28,7 @@ fn two_hundred_concurrent_connections_all_echo_exactly() {
                 rng.bytes(size)
             })
             .collect();
-        let streams = server.clients(CLIENTS);
-        echo_many(
-            streams,
-            &payloads,
-            Finish::HalfClose,
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        server.echo_clients(&payloads, Finish::HalfClose, Duration::from_secs(60));
         // Every connection was closed by the server after its FIN: nothing may leak.
         server.expect_fds_back_to(baseline_fds, Duration::from_secs(10));
         move |exit: &Exit| {

@@ -22,7 +22,7 @@ mod util;
 
 use std::time::Duration;
 
-use util::client::{connect_buffered, connect_many, echo_exact, echo_many, echo_many_from};
+use util::client::{connect_buffered, connect_many, echo_many, echo_many_from};
 use util::client::{write_without_reading, Finish};
 use util::procfs::kernel_send_buffer_max;
 use util::{ensure_nofile, Model, Models, Server, Watchdog};
@@ -47,10 +47,7 @@ fn two_hundred_slow_readers_hold_bounded_memory_then_get_every_byte() {
     let models = Models::ALL.parallel(2).exit_within(Duration::from_secs(30));
     models.each_model(&["--workers", "2"], |server| {
         let mut rng = server.rng(0);
-        let warm = server.connect();
-        echo_exact(&warm, &rng.bytes(256 * 1024)).unwrap();
-        drop(warm);
-        std::thread::sleep(Duration::from_millis(200));
+        server.warm_up(&rng.bytes(256 * 1024));
         let baseline = server.max_rss();
 
         // Each client's payload is a different window of one random buffer: distinct bytes per
@@ -102,10 +99,7 @@ fn idle_connections_cost_little_memory_event_loop() {
         Model::EventLoop,
         &["--max-conns", "12000", "--backlog", "4096"],
     );
-    let warm = server.connect();
-    echo_exact(&warm, b"warm up\n").unwrap();
-    drop(warm);
-    std::thread::sleep(Duration::from_millis(200));
+    server.warm_up(b"warm up\n");
     let baseline = server.rss_total();
     let streams = connect_many(server.addr(), IDLE, Duration::from_secs(60)).unwrap();
     let payloads: Vec<Vec<u8>> = (0..IDLE)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use reactor::process::Pid;
 use reactor::Signal;
-use util::client::{echo_exact, echo_many, Finish};
+use util::client::{echo_exact, Finish};
 use util::{poll_until, procfs, seed_for, Model, Rng, Server, Watchdog};
 
 #[test]
@@ -53,13 +53,7 @@ fn prefork_restarts_a_killed_child() {
     );
     // New clients are served, by both children.
     let payloads: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; 10_000]).collect();
-    echo_many(
-        server.clients(50),
-        &payloads,
-        Finish::HalfClose,
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    server.echo_clients(&payloads, Finish::HalfClose, Duration::from_secs(30));
     drop(early);
     let exit = server.terminate(Duration::from_secs(20));
     exit.assert_clean();
@@ -81,8 +75,7 @@ fn process_per_conn_leaves_no_zombies() {
         echo_exact(&c, &rng.bytes(1000 + i)).unwrap();
     }
     let payloads: Vec<Vec<u8>> = (0..30).map(|_| rng.bytes(50_000)).collect();
-    let within = Duration::from_secs(30);
-    let together = echo_many(server.clients(30), &payloads, Finish::KeepOpen, within).unwrap();
+    let together = server.echo_clients(&payloads, Finish::KeepOpen, Duration::from_secs(30));
     let live = server.processes().len() - 1;
     assert_eq!(live, 30, "one child per open connection");
     drop(together);
@@ -188,8 +181,7 @@ fn thread_per_conn_gives_its_threads_back() {
     let conn_threads = || procfs::threads_named(server.pid(), "rawloop-conn");
     assert_eq!(conn_threads(), 0);
     let payloads: Vec<Vec<u8>> = (0..60u8).map(|i| vec![i; 1000]).collect();
-    let within = Duration::from_secs(30);
-    let conns = echo_many(server.clients(60), &payloads, Finish::KeepOpen, within).unwrap();
+    let conns = server.echo_clients(&payloads, Finish::KeepOpen, Duration::from_secs(30));
     assert_eq!(conn_threads(), 60, "one thread per open connection");
     drop(conns);
     poll_until(

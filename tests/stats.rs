@@ -9,7 +9,7 @@ mod util;
 
 use std::time::Duration;
 
-use util::client::{echo_exact, echo_many, Finish};
+use util::client::{echo_exact, Finish};
 use util::Watchdog;
 use util::{counts_on_one_thread, counts_traffic, each_model, Exit, Model, Server, Stats};
 
@@ -41,14 +41,7 @@ fn stats_lines_have_every_field_and_consistent_counts() {
     ];
     each_model(&args, |server| {
         let payloads: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 50_000]).collect();
-        let streams = server.clients(20);
-        echo_many(
-            streams,
-            &payloads,
-            Finish::HalfClose,
-            Duration::from_secs(30),
-        )
-        .unwrap();
+        server.echo_clients(&payloads, Finish::HalfClose, Duration::from_secs(30));
         // A periodic line from after the clients left (prefork's parent prints none).
         if server.model() != Model::Prefork {
             let periodic = server

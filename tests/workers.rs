@@ -7,7 +7,7 @@ mod util;
 
 use std::time::Duration;
 
-use util::client::{echo_exact, echo_many, Finish};
+use util::client::{echo_exact, Finish};
 use util::{each_model, Server, Watchdog};
 
 #[test]
@@ -35,12 +35,5 @@ fn check_workers(server: &Server) {
                 .into_bytes()
         })
         .collect();
-    let streams = server.clients(30);
-    echo_many(
-        streams,
-        &payloads,
-        Finish::HalfClose,
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    server.echo_clients(&payloads, Finish::HalfClose, Duration::from_secs(30));
 }

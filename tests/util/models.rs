@@ -199,7 +199,7 @@ impl<F: FnOnce(&Exit)> ExitCheck for F {
 // Predicates on models. They describe the product, so they would sit in src/config.rs as
 // `Model` methods; src/ holds no test-only code, so they live here, by name. Each `match` lists
 // every model on purpose: a new model does not compile here until someone decides where it
-// stands.
+// stands, instead of silently skipping (or wrongly running) a model-specific check.
 
 /// Every model: the default filter.
 pub fn any_model(_: Model) -> bool {
@@ -209,82 +209,58 @@ pub fn any_model(_: Model) -> bool {
 /// The final stats line counts bytes, messages and idle closes. Not `process-per-conn`: its
 /// children keep those counters and take them along when they exit (contract).
 pub fn counts_traffic(model: Model) -> bool {
+    use Model::*;
     match model {
-        Model::ProcessPerConn => false,
-        Model::EventLoop
-        | Model::ThreadPerConn
-        | Model::ListenerPool
-        | Model::ReactorPool
-        | Model::ReactorOffload
-        | Model::Reuseport
-        | Model::Prefork => true,
+        ProcessPerConn => false,
+        EventLoop | ThreadPerConn | ListenerPool | ReactorPool | ReactorOffload | Reuseport
+        | Prefork => true,
     }
 }
 
 /// Exactly one thread per process counts messages, so the racy counter cannot lose an update.
 pub fn counts_on_one_thread(model: Model) -> bool {
+    use Model::*;
     match model {
-        Model::EventLoop | Model::Prefork | Model::ProcessPerConn => true,
-        Model::ThreadPerConn
-        | Model::ListenerPool
-        | Model::ReactorPool
-        | Model::ReactorOffload
-        | Model::Reuseport => false,
+        EventLoop | Prefork | ProcessPerConn => true,
+        ThreadPerConn | ListenerPool | ReactorPool | ReactorOffload | Reuseport => false,
     }
 }
 
 /// One process holds many client descriptors, so RLIMIT_NOFILE binds. Not `process-per-conn`:
 /// its parent keeps no client socket (each child holds its one); its analogue is RLIMIT_NPROC.
 pub fn holds_many_client_fds(model: Model) -> bool {
-    match model {
-        Model::ProcessPerConn => false,
-        Model::EventLoop
-        | Model::ThreadPerConn
-        | Model::ListenerPool
-        | Model::ReactorPool
-        | Model::ReactorOffload
-        | Model::Reuseport
-        | Model::Prefork => true,
-    }
+    // The same models, for the same reason: the parent of process-per-conn serves nobody.
+    counts_traffic(model)
 }
 
 /// A cheap request on one connection does not wait for a costly one on another: the
 /// connections are served on several threads or processes, not by one loop each.
 pub fn no_greedy_neighbour(model: Model) -> bool {
+    use Model::*;
     match model {
-        Model::ThreadPerConn
-        | Model::ProcessPerConn
-        | Model::ReactorPool
-        | Model::ReactorOffload => true,
-        Model::EventLoop | Model::ListenerPool | Model::Reuseport | Model::Prefork => false,
+        ThreadPerConn | ProcessPerConn | ReactorPool | ReactorOffload => true,
+        EventLoop | ListenerPool | Reuseport | Prefork => false,
     }
 }
 
 /// The epoll models built for ten thousand connections (one thread or process per connection
 /// would not be).
 pub fn built_for_c10k(model: Model) -> bool {
+    use Model::*;
     match model {
-        Model::EventLoop | Model::Reuseport | Model::ReactorPool => true,
-        Model::ThreadPerConn
-        | Model::ProcessPerConn
-        | Model::ListenerPool
-        | Model::ReactorOffload
-        | Model::Prefork => false,
+        EventLoop | Reuseport | ReactorPool => true,
+        ThreadPerConn | ProcessPerConn | ListenerPool | ReactorOffload | Prefork => false,
     }
 }
 
 /// How many `final=1` stats lines a server of `model` prints at exit with `--workers n`: one
 /// per process that serves.
 pub fn final_lines(model: Model, workers: usize) -> usize {
+    use Model::*;
     match model {
-        Model::Prefork => workers,
-        Model::EventLoop
-        | Model::ThreadPerConn
-        | Model::ProcessPerConn
-        | Model::ListenerPool
-        | Model::ReactorPool
-        | Model::ReactorOffload
-        | Model::Reuseport => 1,
+        Prefork => workers,
+        EventLoop | ThreadPerConn | ProcessPerConn | ListenerPool | ReactorPool
+        | ReactorOffload | Reuseport => 1,
     }
 }
 

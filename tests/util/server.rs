@@ -15,8 +15,9 @@ use rawloop::config::Model;
 use reactor::process::Pid;
 use reactor::Signal;
 
+use super::client::{self, Finish};
 use super::wait::{poll_until, poll_until_steady};
-use super::{client, procfs, seed_for, sys, Rng};
+use super::{procfs, seed_for, sys, Rng};
 
 /// How long the server may take to print `listening on`.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -193,6 +194,30 @@ impl Server {
     /// `n` client connections, opened one after another.
     pub fn clients(&self, n: usize) -> Vec<TcpStream> {
         (0..n).map(|_| self.connect()).collect()
+    }
+
+    /// Connects one client per payload and checks every echo at once, from one thread
+    /// ([`client::echo_many`]); panics naming the server if any echo is wrong. Returns the
+    /// clients (still open with [`Finish::KeepOpen`]).
+    pub fn echo_clients<P: AsRef<[u8]>>(
+        &self,
+        payloads: &[P],
+        finish: Finish,
+        within: Duration,
+    ) -> Vec<TcpStream> {
+        let clients = self.clients(payloads.len());
+        client::echo_many(clients, payloads, finish, within)
+            .unwrap_or_else(|e| panic!("[{}] {} clients: {e}", self.label, payloads.len()))
+    }
+
+    /// Serves one connection echoing `payload`, then waits 200 ms: threads, scratch buffers
+    /// and allocator arenas exist before the test takes a baseline of memory.
+    pub fn warm_up(&self, payload: &[u8]) {
+        let warm = self.connect();
+        client::echo_exact(&warm, payload)
+            .unwrap_or_else(|e| panic!("[{}] warm-up echo: {e}", self.label));
+        drop(warm);
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     /// SIGTERM, then waits up to `within` for the exit; SIGKILLs and panics past it.
