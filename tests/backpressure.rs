@@ -20,14 +20,13 @@
 mod util;
 
 use std::io::Write;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use util::client::{echo_exact, read_expecting, set_timeouts};
-use util::sys::connect_with_buffers;
-use util::{
-    for_each_model, kernel_send_buffer_max, seed_for, Rng, Server, Watchdog, IO_TIMEOUT, MODELS,
-};
+use util::client::{connect_buffered, echo_exact, read_expecting};
+use util::procfs::kernel_send_buffer_max;
+use util::{each_model, poll_until, Model, Models, Rng, Server, Watchdog};
 
 /// What the slow client sends: 4 MiB more than the server's send buffer can absorb.
 fn total() -> usize {
@@ -41,15 +40,12 @@ const RSS_BOUND: u64 = 2 << 20;
 
 #[test]
 fn slow_reader_is_backpressured_and_gets_every_byte() {
-    let _watchdog = Watchdog::new(
-        "slow_reader_is_backpressured_and_gets_every_byte",
-        Duration::from_secs(240),
-    );
-    for_each_model(MODELS, 2, |model| {
-        let server = Server::start(model, &[]);
-        let seen = slow_reader(&server, seed_for(model));
+    let _watchdog = Watchdog::new(Duration::from_secs(240));
+    Models::ALL.parallel(2).each_model(&[], |server| {
+        let seen = slow_reader(server, server.rng(0));
         eprintln!(
-            "[{model}] slow reader: RSS grew {} KiB, {} KiB sent before the client stalled",
+            "[{}] slow reader: RSS grew {} KiB, {} KiB sent before the client stalled",
+            server.label(),
             seen.growth >> 10,
             seen.sent_at_stall >> 10
         );
@@ -59,18 +55,14 @@ fn slow_reader_is_backpressured_and_gets_every_byte() {
             seen.growth >> 10,
             RSS_BOUND >> 10
         );
-        server.terminate(Duration::from_secs(20)).assert_clean();
     });
 }
 
 #[test]
 fn control_unbounded_buffering_is_caught_by_the_rss_check() {
-    let _watchdog = Watchdog::new(
-        "control_unbounded_buffering_is_caught_by_the_rss_check",
-        Duration::from_secs(120),
-    );
-    let server = Server::start("event-loop", &["--high-water", "1073741824"]);
-    let seen = slow_reader(&server, 42);
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    let server = Server::start(Model::EventLoop, &["--high-water", "1073741824"]);
+    let seen = slow_reader(&server, Rng::new(42));
     eprintln!("control: RSS grew {} KiB", seen.growth >> 10);
     assert!(
         seen.growth > RSS_BOUND,
@@ -90,90 +82,75 @@ struct Seen {
 
 /// Sends [`total`] bytes without reading until the writer stalls, sampling server RSS; then
 /// reads and verifies the whole echo.
-fn slow_reader(server: &Server, seed: u64) -> Seen {
-    let mut rng = Rng::new(seed);
+fn slow_reader(server: &Server, mut rng: Rng) -> Seen {
     // Warm up: threads, scratch buffers and allocator arenas exist before the baseline.
-    let warm = server.connect();
-    echo_exact(&warm, &rng.bytes(256 * 1024)).unwrap();
-    drop(warm);
-    std::thread::sleep(Duration::from_millis(200));
-    let baseline = server.rss_each().iter().map(|&(_, rss)| rss).max().unwrap();
+    server.warm_up(&rng.bytes(256 * 1024));
+    let baseline = server.max_rss();
 
     let payload = rng.bytes(total());
-    let stream = connect_with_buffers(server.addr(), 16 * 1024, 16 * 1024).expect("connect");
-    set_timeouts(&stream, IO_TIMEOUT).unwrap();
+    let stream = connect_buffered(server.addr(), 16 * 1024, 16 * 1024);
     let sent = AtomicUsize::new(0);
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let writer = s.spawn(|| {
-            for chunk in payload.chunks(16 * 1024) {
-                if let Err(e) = (&stream).write_all(chunk) {
-                    done.store(true, Ordering::Release);
-                    return Err(e);
-                }
-                sent.fetch_add(chunk.len(), Ordering::Release);
-            }
-            done.store(true, Ordering::Release);
-            Ok(())
-        });
-        let mut growth = 0;
-        let (mut last, mut since) = (0, Instant::now());
-        let start = Instant::now();
-        // Watch until the writer has made no progress for a second (or finished): by then the
-        // server has taken all it is going to take.
-        while since.elapsed() < Duration::from_secs(1)
-            && !done.load(Ordering::Acquire)
-            && start.elapsed() < Duration::from_secs(30)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-            let now = sent.load(Ordering::Acquire);
-            if now != last {
-                (last, since) = (now, Instant::now());
-            }
-            let top = server
-                .rss_each()
-                .iter()
-                .map(|&(_, rss)| rss)
-                .max()
-                .unwrap_or(0);
-            growth = growth.max(top.saturating_sub(baseline));
-        }
-        let top = server
-            .rss_each()
-            .iter()
-            .map(|&(_, rss)| rss)
-            .max()
-            .unwrap_or(0);
-        growth = growth.max(top.saturating_sub(baseline));
-        let sent_at_stall = sent.load(Ordering::Acquire);
+        let writer = s.spawn(|| write_counting(&stream, &payload, &sent, &done));
+        let every = Duration::from_millis(50);
+        let (sent_at_stall, peak) = server.peak_rss_during(every, || stalled(&sent, &done));
         read_expecting(&stream, &payload).unwrap_or_else(|e| panic!("reading the echo late: {e}"));
         writer.join().unwrap().expect("writer");
         Seen {
-            growth,
+            growth: peak.saturating_sub(baseline),
             sent_at_stall,
         }
     })
 }
 
+/// Writes `payload` in 16 KiB chunks, counting in `sent`; sets `done` when it stops.
+fn write_counting(
+    stream: &TcpStream,
+    payload: &[u8],
+    sent: &AtomicUsize,
+    done: &AtomicBool,
+) -> std::io::Result<()> {
+    let written = payload.chunks(16 * 1024).try_for_each(|chunk| {
+        (&*stream).write_all(chunk)?;
+        sent.fetch_add(chunk.len(), Ordering::Release);
+        Ok(())
+    });
+    done.store(true, Ordering::Release);
+    written
+}
+
+/// Waits until the writer has made no progress for a second, or has finished (30 s at most):
+/// by then the server has taken all it is going to take. Returns the bytes sent by then.
+fn stalled(sent: &AtomicUsize, done: &AtomicBool) -> usize {
+    let (mut last, mut since) = (0, Instant::now());
+    let _ = poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        let now = sent.load(Ordering::Acquire);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+        let finished = done.load(Ordering::Acquire);
+        if finished || since.elapsed() >= Duration::from_secs(1) {
+            Ok(())
+        } else {
+            Err("the writer to stall")
+        }
+    });
+    sent.load(Ordering::Acquire)
+}
+
 #[test]
 fn extreme_high_water_marks_still_echo_every_byte() {
-    let _watchdog = Watchdog::new(
-        "extreme_high_water_marks_still_echo_every_byte",
-        Duration::from_secs(180),
-    );
+    let _watchdog = Watchdog::new(Duration::from_secs(180));
     // `--high-water 2` (low water 0) pauses reading after nearly every partial write and
     // resumes only when everything is flushed: a resume that is never scheduled would hang
     // here. 16 MiB hardly ever pauses.
-    for_each_model(MODELS, 4, |model| {
-        for high_water in ["2", "16777216"] {
-            let server = Server::start(model, &["--high-water", high_water]);
-            let payload = Rng::new(seed_for(model)).bytes(3 << 20);
-            let stream = connect_with_buffers(server.addr(), 8 * 1024, 8 * 1024).expect("connect");
-            set_timeouts(&stream, IO_TIMEOUT).unwrap();
+    for high_water in ["2", "16777216"] {
+        each_model(&["--high-water", high_water], |server| {
+            let payload = server.rng(0).bytes(3 << 20);
+            let stream = connect_buffered(server.addr(), 8 * 1024, 8 * 1024);
             echo_exact(&stream, &payload)
                 .unwrap_or_else(|e| panic!("--high-water {high_water}: {e}"));
-            drop(stream);
-            server.terminate(Duration::from_secs(20)).assert_clean();
-        }
-    });
+        });
+    }
 }

@@ -11,16 +11,12 @@ mod util;
 use std::time::Duration;
 
 use util::client::{connect, echo_exact};
-use util::{for_each_model, run_to_exit, Server, Watchdog, MODELS};
+use util::{each_model, run_to_exit, Models, Watchdog};
 
 #[test]
 fn bind_port_zero_prints_the_real_port() {
-    let _watchdog = Watchdog::new(
-        "bind_port_zero_prints_the_real_port",
-        Duration::from_secs(120),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(model, &[]);
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    each_model(&[], |server| {
         let addr = server.addr();
         assert_eq!(addr.ip().to_string(), "127.0.0.1");
         assert_ne!(
@@ -30,50 +26,44 @@ fn bind_port_zero_prints_the_real_port() {
         );
         let stream = server.connect();
         echo_exact(&stream, b"port discovery works\n").unwrap();
-        drop(stream);
-        server.terminate(Duration::from_secs(20)).assert_clean();
     });
 }
 
 #[test]
 fn ipv6_loopback_is_served() {
-    let _watchdog = Watchdog::new("ipv6_loopback_is_served", Duration::from_secs(120));
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
     if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
         eprintln!("skipping: this machine has no IPv6 loopback ({e})");
         return;
     }
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::builder(model).bind("[::1]:0").start();
-        let addr = server.addr();
-        assert!(
-            addr.is_ipv6() && addr.ip().is_loopback(),
-            "announced {addr}"
-        );
-        assert_ne!(addr.port(), 0);
-        let stream = connect(addr).unwrap();
-        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        echo_exact(&stream, &payload).unwrap();
-        drop(stream);
-        server.terminate(Duration::from_secs(20)).assert_clean();
-    });
+    Models::ALL.each_server(
+        |server| server.bind("[::1]:0"),
+        |server| {
+            let addr = server.addr();
+            assert!(
+                addr.is_ipv6() && addr.ip().is_loopback(),
+                "announced {addr}"
+            );
+            assert_ne!(addr.port(), 0);
+            let stream = connect(addr).unwrap();
+            let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+            echo_exact(&stream, &payload).unwrap();
+        },
+    );
 }
 
 #[test]
 fn a_taken_address_is_an_error_not_a_hang() {
-    let _watchdog = Watchdog::new(
-        "a_taken_address_is_an_error_not_a_hang",
-        Duration::from_secs(120),
-    );
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
     // A plain listener without SO_REUSEPORT owns the port: bind(2) must fail with EADDRINUSE
     // for every model, SO_REUSEPORT ones included (socket(7): all sockets in a group must set
     // the option).
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    for_each_model(MODELS, 4, |model| {
-        let output = run_to_exit(
-            &["--model", model, "--bind", &addr],
-            Duration::from_secs(20),
-        );
+    Models::ALL.each(|target| {
+        let mut argv = target.argv();
+        argv.extend(["--bind", &addr]);
+        let output = run_to_exit(&argv, Duration::from_secs(20));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             !output.status.success(),

@@ -10,7 +10,7 @@ use util::{run_to_exit, Watchdog};
 
 #[test]
 fn bad_flags_exit_2_with_a_message() {
-    let _watchdog = Watchdog::new("bad_flags_exit_2_with_a_message", Duration::from_secs(120));
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
     let cases: &[(&[&str], &str)] = &[
         (&["--model", "no-such-model"], "no-such-model"),
         (&["--high-water", "1"], "high-water"),

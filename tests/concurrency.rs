@@ -4,73 +4,53 @@
 //! echo), lost tails (a connection closed before its last write), or a connection starved
 //! forever. Each client here sends its own random payload and gets exactly that payload back,
 //! then half-closes and must see EOF; all 200 are in flight together, driven by one epoll
-//! client thread ([`util::client::echo_many`]), plus a second shape where 50 threads do
+//! client thread ([`util::Server::echo_clients`]), plus a second shape where 50 threads do
 //! request/response turns in lockstep against the same server.
 
 mod util;
 
 use std::time::Duration;
 
-use util::client::{echo_exact, echo_many, Finish};
-use util::{for_each_model, seed_for, Rng, Server, Watchdog, MODELS};
+use util::client::{echo_exact, Finish};
+use util::{counts_traffic, each_model, Exit, Models, Watchdog};
 
 const CLIENTS: usize = 200;
 
 #[test]
 fn two_hundred_concurrent_connections_all_echo_exactly() {
-    let _watchdog = Watchdog::new(
-        "two_hundred_concurrent_connections_all_echo_exactly",
-        Duration::from_secs(240),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(model, &[]);
+    let _watchdog = Watchdog::new(Duration::from_secs(240));
+    each_model(&[], |server| {
         let baseline_fds = server.settled_fds();
-        let mut rng = Rng::new(seed_for(model));
+        let mut rng = server.rng(0);
         let payloads: Vec<Vec<u8>> = (0..CLIENTS)
             .map(|_| {
                 let size = rng.below(96 * 1024) as usize + 1;
                 rng.bytes(size)
             })
             .collect();
-        let streams: Vec<_> = (0..CLIENTS).map(|_| server.connect()).collect();
-        echo_many(
-            streams,
-            &payloads,
-            Finish::HalfClose,
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        server.echo_clients(&payloads, Finish::HalfClose, Duration::from_secs(60));
         // Every connection was closed by the server after its FIN: nothing may leak.
-        let fds = server.wait_fds(baseline_fds, 2, Duration::from_secs(10));
-        assert!(
-            fds.abs_diff(baseline_fds) <= 2,
-            "descriptors: {fds} now, {baseline_fds} before"
-        );
-        let exit = server.terminate(Duration::from_secs(20));
-        exit.assert_clean();
-        // Plus the warm-up connection of `settled_fds`, which echoed b"settle\n".
-        assert_eq!(exit.final_sum("accepted"), CLIENTS as u64 + 1);
-        if model != "process-per-conn" {
-            let total: u64 = payloads.iter().map(|p| p.len() as u64).sum::<u64>() + 7;
-            assert_eq!(exit.final_sum("bytes_out"), total, "bytes_out");
+        server.expect_fds_back_to(baseline_fds, Duration::from_secs(10));
+        move |exit: &Exit| {
+            // Plus the warm-up connection of `settled_fds`, which echoed b"settle\n".
+            assert_eq!(exit.final_sum("accepted"), CLIENTS as u64 + 1);
+            if counts_traffic(exit.model) {
+                let total: u64 = payloads.iter().map(|p| p.len() as u64).sum::<u64>() + 7;
+                assert_eq!(exit.final_sum("bytes_out"), total, "bytes_out");
+            }
         }
     });
 }
 
 #[test]
 fn fifty_threads_in_lockstep_never_see_each_others_bytes() {
-    let _watchdog = Watchdog::new(
-        "fifty_threads_in_lockstep_never_see_each_others_bytes",
-        Duration::from_secs(240),
-    );
-    for_each_model(MODELS, 2, |model| {
-        let server = Server::start(model, &[]);
+    let _watchdog = Watchdog::new(Duration::from_secs(240));
+    Models::ALL.parallel(2).each_model(&[], |server| {
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..50u64)
                 .map(|t| {
-                    let server = &server;
                     s.spawn(move || {
-                        let mut rng = Rng::new(seed_for(model) ^ t);
+                        let mut rng = server.rng(t);
                         let stream = server.connect();
                         for turn in 0..40 {
                             // Each message starts with the thread's id, so crossed wires would
@@ -90,6 +70,5 @@ fn fifty_threads_in_lockstep_never_see_each_others_bytes() {
                 }
             }
         });
-        server.terminate(Duration::from_secs(20)).assert_clean();
     });
 }

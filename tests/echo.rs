@@ -13,7 +13,7 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use util::client::{echo_exact, read_to_eof};
-use util::{for_each_model, seed_for, Rng, Server, Watchdog, MODELS};
+use util::{counts_traffic, each_model, Exit, Watchdog};
 
 /// Sizes around the server's 64 KiB read chunk and high-water mark, and 1 MiB.
 const EDGE_SIZES: &[usize] = &[
@@ -32,13 +32,9 @@ const EDGE_SIZES: &[usize] = &[
 
 #[test]
 fn echo_is_byte_exact_for_random_sizes_up_to_1mib() {
-    let _watchdog = Watchdog::new(
-        "echo_is_byte_exact_for_random_sizes_up_to_1mib",
-        Duration::from_secs(240),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(model, &[]);
-        let mut rng = Rng::new(seed_for(model));
+    let _watchdog = Watchdog::new(Duration::from_secs(240));
+    each_model(&[], |server| {
+        let mut rng = server.rng(0);
         let mut sizes = EDGE_SIZES.to_vec();
         sizes.extend((0..8).map(|_| rng.below(1 << 20) as usize + 1));
         let mut total = 0u64;
@@ -58,30 +54,22 @@ fn echo_is_byte_exact_for_random_sizes_up_to_1mib() {
             );
             total += size as u64;
         }
-        let exit = server.terminate(Duration::from_secs(20));
-        exit.assert_clean();
-        assert_eq!(
-            exit.final_sum("accepted"),
-            sizes.len() as u64,
-            "accepted connections"
-        );
-        if model != "process-per-conn" {
-            // process-per-conn's byte counters live and die in its children (contract).
-            assert_eq!(exit.final_sum("bytes_in"), total, "bytes_in");
-            assert_eq!(exit.final_sum("bytes_out"), total, "bytes_out");
+        move |exit: &Exit| {
+            let accepted = exit.final_sum("accepted");
+            assert_eq!(accepted, sizes.len() as u64, "accepted connections");
+            if counts_traffic(exit.model) {
+                assert_eq!(exit.final_sum("bytes_in"), total, "bytes_in");
+                assert_eq!(exit.final_sum("bytes_out"), total, "bytes_out");
+            }
         }
     });
 }
 
 #[test]
 fn one_connection_carries_many_messages_in_order() {
-    let _watchdog = Watchdog::new(
-        "one_connection_carries_many_messages_in_order",
-        Duration::from_secs(120),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(model, &[]);
-        let mut rng = Rng::new(seed_for(model) ^ 1);
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    each_model(&[], |server| {
+        let mut rng = server.rng(1);
         let stream = server.connect();
         // Request/response turns of random sizes on one connection: the echo of each message
         // must arrive complete before the next one is sent, and never mixed with it.
@@ -101,6 +89,5 @@ fn one_connection_carries_many_messages_in_order() {
             read_to_eof(&stream).unwrap().is_empty(),
             "bytes after the last echo"
         );
-        server.terminate(Duration::from_secs(20)).assert_clean();
     });
 }

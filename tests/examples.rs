@@ -5,12 +5,16 @@
 //! does not, so each test first runs `cargo build --example` with the same cargo, profile and
 //! target directory (a no-op when the example is up to date).
 
+mod util;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use util::poll_until;
 
 /// Generous: debug builds on a loaded 2-core machine.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -119,16 +123,13 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Waits up to [`EXIT_TIMEOUT`] for the example to exit; kills it and panics past that.
 fn wait(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + EXIT_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the example did not exit within {EXIT_TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    let exited = poll_until(EXIT_TIMEOUT, Duration::from_millis(20), || {
+        child.try_wait().unwrap().ok_or("the example to exit")
+    });
+    exited.unwrap_or_else(|timeout| {
+        child.kill().unwrap();
+        panic!("{timeout}")
+    })
 }

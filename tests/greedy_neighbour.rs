@@ -14,52 +14,43 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use util::client::{echo_exact, read_expecting};
-use util::{for_each_model, Server, Watchdog};
-
-/// Models where a cheap request on one connection does not wait for a costly one on another.
-const NO_GREEDY_NEIGHBOUR: &[&str] = &[
-    "thread-per-conn",
-    "process-per-conn",
-    "reactor-pool",
-    "reactor-offload",
-];
+use util::{no_greedy_neighbour, Model, Models, Server, Watchdog};
 
 #[test]
 fn a_costly_request_does_not_stall_other_clients_in_pooled_models() {
-    let _watchdog = Watchdog::new(
-        "a_costly_request_does_not_stall_other_clients_in_pooled_models",
-        Duration::from_secs(120),
-    );
-    for_each_model(NO_GREEDY_NEIGHBOUR, 1, |model| {
-        let took = (0..3)
-            .map(|_| cheap_latency_beside_work(model))
-            .min()
-            .unwrap();
-        assert!(
-            took < Duration::from_millis(500),
-            "a cheap line waited {took:?} behind WORK 1 s"
-        );
-    });
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    Models::ALL
+        .only(no_greedy_neighbour)
+        .parallel(1)
+        .each(|target| {
+            let took = (0..3)
+                .map(|_| cheap_latency_beside_work(target.start(ARGS)))
+                .min()
+                .unwrap();
+            assert!(
+                took < Duration::from_millis(500),
+                "a cheap line waited {took:?} behind WORK 1 s"
+            );
+        });
 }
 
 #[test]
 fn event_loop_shows_the_greedy_neighbour() {
-    let _watchdog = Watchdog::new(
-        "event_loop_shows_the_greedy_neighbour",
-        Duration::from_secs(60),
-    );
+    let _watchdog = Watchdog::new(Duration::from_secs(60));
     // One thread does everything, so a cheap line waits for the whole costly one: the
     // behaviour our notes use to motivate the pooled models.
-    let took = cheap_latency_beside_work("event-loop");
+    let took = cheap_latency_beside_work(Server::start(Model::EventLoop, ARGS));
     assert!(
         took >= Duration::from_millis(500),
         "event-loop answered a cheap line in {took:?} during WORK 1 s"
     );
 }
 
-/// Starts a `WORK 1000000` (1 s) on one connection, then times a cheap line on another.
-fn cheap_latency_beside_work(model: &str) -> Duration {
-    let server = Server::start(model, &["--protocol", "lines", "--workers", "2"]);
+const ARGS: &[&str] = &["--protocol", "lines", "--workers", "2"];
+
+/// Starts a `WORK 1000000` (1 s) on one connection, then times a cheap line on another; then
+/// ends the server cleanly.
+fn cheap_latency_beside_work(server: Server) -> Duration {
     let greedy = server.connect();
     let cheap = server.connect();
     echo_exact(&cheap, b"warm\n").unwrap();

@@ -13,74 +13,54 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use util::client::{expect_closed, read_to_eof};
-use util::{for_each_model, seed_for, Rng, Server, Watchdog, MODELS};
+use util::{each_model, Server, Watchdog};
 
 #[test]
 fn half_close_after_a_large_send_gets_every_byte_then_eof() {
-    let _watchdog = Watchdog::new(
-        "half_close_after_a_large_send_gets_every_byte_then_eof",
-        Duration::from_secs(180),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(model, &[]);
-        let payload = Rng::new(seed_for(model)).bytes(2 << 20);
-        let stream = server.connect();
-        let echoed = std::thread::scope(|s| {
-            let writer = s.spawn(|| {
-                (&stream).write_all(&payload)?;
-                // FIN right behind the last byte, while most of the echo is still owed.
-                stream.shutdown(Shutdown::Write)
-            });
-            let echoed = read_to_eof(&stream);
-            writer.join().unwrap().expect("write and shutdown");
-            echoed.expect("read to EOF")
-        });
-        assert_eq!(echoed.len(), payload.len(), "echoed bytes before EOF");
-        assert!(echoed == payload, "echo differs from what was sent");
-        server.terminate(Duration::from_secs(20)).assert_clean();
+    let _watchdog = Watchdog::new(Duration::from_secs(180));
+    // FIN right behind the last byte, while most of the echo is still owed; reading starts
+    // at once.
+    each_model(&[], |server| {
+        send_half_close_read(server, 0, 2 << 20, Duration::ZERO)
     });
 }
 
 #[test]
 fn server_flushes_its_backlog_to_a_client_that_reads_late() {
-    let _watchdog = Watchdog::new(
-        "server_flushes_its_backlog_to_a_client_that_reads_late",
-        Duration::from_secs(180),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(model, &[]);
-        let payload = Rng::new(seed_for(model) ^ 7).bytes(1 << 20);
-        let stream = server.connect();
-        std::thread::scope(|s| {
-            let writer = s.spawn(|| {
-                (&stream).write_all(&payload)?;
-                stream.shutdown(Shutdown::Write)
-            });
-            // Do not read for a while: the server has read our FIN (or will, once it resumes
-            // reading) but still holds echo bytes the kernel would not take. It must keep them.
-            std::thread::sleep(Duration::from_millis(700));
-            let echoed = read_to_eof(&stream).expect("read to EOF");
-            writer.join().unwrap().expect("write and shutdown");
-            assert_eq!(echoed.len(), payload.len(), "echoed bytes before EOF");
-            assert!(echoed == payload, "echo differs from what was sent");
-        });
-        server.terminate(Duration::from_secs(20)).assert_clean();
-    });
+    let _watchdog = Watchdog::new(Duration::from_secs(180));
+    // Do not read for a while: the server has read our FIN (or will, once it resumes reading)
+    // but still holds echo bytes the kernel would not take. It must keep them.
+    let late = Duration::from_millis(700);
+    each_model(&[], |server| send_half_close_read(server, 7, 1 << 20, late));
 }
 
 #[test]
 fn half_close_without_data_gets_a_prompt_eof() {
-    let _watchdog = Watchdog::new(
-        "half_close_without_data_gets_a_prompt_eof",
-        Duration::from_secs(120),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(model, &[]);
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    each_model(&[], |server| {
         for _ in 0..20 {
             let stream = server.connect();
             stream.shutdown(Shutdown::Write).unwrap();
             expect_closed(&stream, Duration::from_secs(5)).unwrap();
         }
-        server.terminate(Duration::from_secs(20)).assert_clean();
     });
+}
+
+/// Sends `size` random bytes and half-closes (on a second thread) while this thread, after
+/// `read_after`, reads to EOF: the echo must be every byte, exactly.
+fn send_half_close_read(server: &Server, salt: u64, size: usize, read_after: Duration) {
+    let payload = server.rng(salt).bytes(size);
+    let stream = server.connect();
+    let echoed = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            (&stream).write_all(&payload)?;
+            stream.shutdown(Shutdown::Write)
+        });
+        std::thread::sleep(read_after);
+        let echoed = read_to_eof(&stream);
+        writer.join().unwrap().expect("write and shutdown");
+        echoed.expect("read to EOF")
+    });
+    assert_eq!(echoed.len(), payload.len(), "echoed bytes before EOF");
+    assert!(echoed == payload, "echo differs from what was sent");
 }

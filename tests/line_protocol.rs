@@ -16,18 +16,14 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use util::client::{echo_exact, expect_closed, read_expecting, read_to_eof};
-use util::{for_each_model, seed_for, Rng, Server, Watchdog, MODELS};
+use util::{each_model, Watchdog};
 
 const LINES: &[&str] = &["--protocol", "lines", "--max-line", "1024"];
 
 #[test]
 fn lines_split_across_writes_are_echoed_whole() {
-    let _watchdog = Watchdog::new(
-        "lines_split_across_writes_are_echoed_whole",
-        Duration::from_secs(120),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(model, LINES);
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    each_model(LINES, |server| {
         let stream = server.connect();
         // Cut in the middle of a word, right before and after `\n`, and inside "WORK".
         for piece in [
@@ -44,20 +40,14 @@ fn lines_split_across_writes_are_echoed_whole() {
             std::thread::sleep(Duration::from_millis(30));
         }
         read_expecting(&stream, b"hello\nworld\n\nWORK 1000 split work\n").unwrap();
-        drop(stream);
-        server.terminate(Duration::from_secs(20)).assert_clean();
     });
 }
 
 #[test]
 fn many_lines_in_one_write_come_back_in_order() {
-    let _watchdog = Watchdog::new(
-        "many_lines_in_one_write_come_back_in_order",
-        Duration::from_secs(120),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(model, LINES);
-        let mut rng = Rng::new(seed_for(model));
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    each_model(LINES, |server| {
+        let mut rng = server.rng(0);
         let mut batch = Vec::new();
         for i in 0..2000 {
             // Every tenth line is a cheap WORK request: in reactor-offload it takes a detour
@@ -74,19 +64,13 @@ fn many_lines_in_one_write_come_back_in_order() {
         }
         let stream = server.connect();
         echo_exact(&stream, &batch).unwrap();
-        drop(stream);
-        server.terminate(Duration::from_secs(20)).assert_clean();
     });
 }
 
 #[test]
 fn bad_work_gets_err_and_the_connection_continues() {
-    let _watchdog = Watchdog::new(
-        "bad_work_gets_err_and_the_connection_continues",
-        Duration::from_secs(120),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(model, LINES);
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    each_model(LINES, |server| {
         let stream = server.connect();
         for bad in [
             "WORK\n",
@@ -103,16 +87,13 @@ fn bad_work_gets_err_and_the_connection_continues() {
         }
         // Look-alikes are ordinary lines.
         echo_exact(&stream, b"WORKER 1\nWORKWORK\nwork 5\n").unwrap();
-        drop(stream);
-        server.terminate(Duration::from_secs(20)).assert_clean();
     });
 }
 
 #[test]
 fn work_is_echoed_after_its_delay() {
-    let _watchdog = Watchdog::new("work_is_echoed_after_its_delay", Duration::from_secs(120));
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(model, LINES);
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    each_model(LINES, |server| {
         let stream = server.connect();
         let start = Instant::now();
         (&stream)
@@ -130,19 +111,13 @@ fn work_is_echoed_after_its_delay() {
         );
         // `WORK 0` and a WORK without payload are valid.
         echo_exact(&stream, b"WORK 0\nWORK 10 x\n").unwrap();
-        drop(stream);
-        server.terminate(Duration::from_secs(20)).assert_clean();
     });
 }
 
 #[test]
 fn a_line_too_long_gets_err_then_fin() {
-    let _watchdog = Watchdog::new(
-        "a_line_too_long_gets_err_then_fin",
-        Duration::from_secs(120),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(model, LINES);
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    each_model(LINES, |server| {
         // Exactly --max-line bytes, newline included, is accepted.
         let fits = format!("{}\n", "f".repeat(1023));
         let stream = server.connect();
@@ -174,26 +149,18 @@ fn a_line_too_long_gets_err_then_fin() {
         }
         read_expecting(&stream, b"ERR line too long\n").unwrap();
         expect_closed(&stream, Duration::from_secs(10)).unwrap();
-        drop(stream);
-        server.terminate(Duration::from_secs(20)).assert_clean();
     });
 }
 
 #[test]
 fn an_unterminated_last_line_is_echoed_at_eof() {
-    let _watchdog = Watchdog::new(
-        "an_unterminated_last_line_is_echoed_at_eof",
-        Duration::from_secs(120),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(model, LINES);
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    each_model(LINES, |server| {
         let stream = server.connect();
         (&stream).write_all(b"first\ntail without newline").unwrap();
         stream.shutdown(Shutdown::Write).unwrap();
         let got = read_to_eof(&stream).unwrap();
         assert_eq!(String::from_utf8_lossy(&got), "first\ntail without newline");
-        drop(stream);
-        server.terminate(Duration::from_secs(20)).assert_clean();
     });
 }
 

@@ -2,7 +2,7 @@
 //! connections.
 //!
 //! **Slow readers.** Each of 200 clients sends 1 MiB more than a server socket's send buffer
-//! can hold (see [`util::kernel_send_buffer_max`]; with a bare 1 MiB the kernel absorbs all of
+//! can hold (see [`util::procfs::kernel_send_buffer_max`]; with a bare 1 MiB the kernel absorbs all of
 //! it even for a server with no backpressure, and the test could not fail) and reads nothing.
 //! The contract bounds what the server keeps per connection at `--high-water` (64 KiB) of
 //! pending echo plus one 64 KiB read chunk, so the server's RSS growth must stay under
@@ -22,13 +22,10 @@ mod util;
 
 use std::time::Duration;
 
-use util::client::{connect_many, echo_exact, echo_many, echo_many_from, set_timeouts};
+use util::client::{connect_buffered, connect_many, echo_many, echo_many_from};
 use util::client::{write_without_reading, Finish};
-use util::sys::connect_with_buffers;
-use util::{
-    ensure_nofile, for_each_model, kernel_send_buffer_max, seed_for, Rng, Server, Watchdog,
-    IO_TIMEOUT, MODELS,
-};
+use util::procfs::kernel_send_buffer_max;
+use util::{ensure_nofile, Model, Models, Server, Watchdog};
 
 const CROWD: usize = 200;
 
@@ -46,18 +43,12 @@ const IDLE_BOUND: u64 = 1024;
 
 #[test]
 fn two_hundred_slow_readers_hold_bounded_memory_then_get_every_byte() {
-    let _watchdog = Watchdog::new(
-        "two_hundred_slow_readers_hold_bounded_memory_then_get_every_byte",
-        Duration::from_secs(300),
-    );
-    for_each_model(MODELS, 2, |model| {
-        let server = Server::start(model, &["--workers", "2"]);
-        let mut rng = Rng::new(seed_for(model));
-        let warm = server.connect();
-        echo_exact(&warm, &rng.bytes(256 * 1024)).unwrap();
-        drop(warm);
-        std::thread::sleep(Duration::from_millis(200));
-        let baseline = max_rss(&server);
+    let _watchdog = Watchdog::new(Duration::from_secs(300));
+    let models = Models::ALL.parallel(2).exit_within(Duration::from_secs(30));
+    models.each_model(&["--workers", "2"], |server| {
+        let mut rng = server.rng(0);
+        server.warm_up(&rng.bytes(256 * 1024));
+        let baseline = server.max_rss();
 
         // Each client's payload is a different window of one random buffer: distinct bytes per
         // client (crossed wires would show) without 200 copies in the test's memory.
@@ -67,23 +58,18 @@ fn two_hundred_slow_readers_hold_bounded_memory_then_get_every_byte() {
         let payloads: Vec<&[u8]> = (0..CROWD)
             .map(|i| &shared[i * stride..i * stride + per_client])
             .collect();
+        // Small client buffers: the kernel hides little of the backlog on the client side.
+        let addr = server.addr();
         let streams: Vec<_> = (0..CROWD)
-            .map(|_| {
-                let s = connect_with_buffers(server.addr(), 16 * 1024, 16 * 1024).expect("connect");
-                set_timeouts(&s, IO_TIMEOUT).unwrap();
-                s
-            })
+            .map(|_| connect_buffered(addr, 16 * 1024, 16 * 1024))
             .collect();
-        let written = write_without_reading(
-            &streams,
-            &payloads,
-            Duration::from_secs(1),
-            Duration::from_secs(60),
-        );
-        let growth = max_rss(&server).saturating_sub(baseline);
+        let (quiet, within) = (Duration::from_secs(1), Duration::from_secs(60));
+        let written = write_without_reading(&streams, &payloads, quiet, within);
+        let growth = server.max_rss().saturating_sub(baseline);
         let sent: usize = written.iter().sum();
         eprintln!(
-            "[{model}] {CROWD} slow readers: {} of {} MiB sent before they stalled, server RSS +{} KiB",
+            "[{}] {CROWD} slow readers: {} of {} MiB sent before they stalled, server RSS +{} KiB",
+            server.label(),
             sent >> 20,
             (per_client * CROWD) >> 20,
             growth >> 10
@@ -99,30 +85,21 @@ fn two_hundred_slow_readers_hold_bounded_memory_then_get_every_byte() {
             growth >> 10,
             CROWD_BOUND >> 10
         );
-        echo_many_from(
-            streams,
-            &payloads,
-            &written,
-            Finish::HalfClose,
-            Duration::from_secs(120),
-        )
-        .unwrap_or_else(|e| panic!("reading the echoes late: {e}"));
-        server.terminate(Duration::from_secs(30)).assert_clean();
+        let within = Duration::from_secs(120);
+        echo_many_from(streams, &payloads, &written, Finish::HalfClose, within)
+            .unwrap_or_else(|e| panic!("reading the echoes late: {e}"));
     });
 }
 
 #[test]
 fn idle_connections_cost_little_memory_event_loop() {
-    let _watchdog = Watchdog::new(
-        "idle_connections_cost_little_memory_event_loop",
-        Duration::from_secs(120),
-    );
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
     ensure_nofile(IDLE as u64 + 500);
-    let server = Server::start("event-loop", &["--max-conns", "12000", "--backlog", "4096"]);
-    let warm = server.connect();
-    echo_exact(&warm, b"warm up\n").unwrap();
-    drop(warm);
-    std::thread::sleep(Duration::from_millis(200));
+    let server = Server::start(
+        Model::EventLoop,
+        &["--max-conns", "12000", "--backlog", "4096"],
+    );
+    server.warm_up(b"warm up\n");
     let baseline = server.rss_total();
     let streams = connect_many(server.addr(), IDLE, Duration::from_secs(60)).unwrap();
     let payloads: Vec<Vec<u8>> = (0..IDLE)
@@ -148,14 +125,4 @@ fn idle_connections_cost_little_memory_event_loop() {
     );
     drop(streams);
     server.terminate(Duration::from_secs(30)).assert_clean();
-}
-
-/// The largest RSS among the server's processes (the only one for the threaded models).
-fn max_rss(server: &Server) -> u64 {
-    server
-        .rss_each()
-        .iter()
-        .map(|&(_, rss)| rss)
-        .max()
-        .unwrap_or(0)
 }

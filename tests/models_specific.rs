@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use reactor::process::Pid;
 use reactor::Signal;
-use util::client::{echo_exact, echo_many, Finish};
-use util::{procfs, seed_for, Rng, Server, Watchdog};
+use util::client::{echo_exact, Finish};
+use util::{poll_until, procfs, seed_for, Model, Rng, Server, Watchdog};
 
 #[test]
 fn prefork_restarts_a_killed_child() {
-    let _watchdog = Watchdog::new("prefork_restarts_a_killed_child", Duration::from_secs(120));
-    let server = Server::start("prefork", &["--workers", "2"]);
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    let server = Server::start(Model::Prefork, &["--workers", "2"]);
     let children = || -> Vec<i32> { server.processes().iter().skip(1).map(|p| p.pid).collect() };
     let before = children();
     assert_eq!(
@@ -23,24 +23,21 @@ fn prefork_restarts_a_killed_child() {
         2,
         "prefork --workers 2 runs two children: {before:?}"
     );
-    let early: Vec<_> = (0..20).map(|_| server.connect()).collect();
+    let early = server.clients(20);
     for c in &early {
         echo_exact(c, b"before\n").unwrap();
     }
     let victim = before[0];
     reactor::process::kill(Pid(victim), Signal::Kill).unwrap();
-    let start = Instant::now();
-    let after = loop {
+    let after = poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
         let now = children();
         if now.len() == 2 && !now.contains(&victim) {
-            break now;
+            Ok(now)
+        } else {
+            Err(format!("a replacement child (children now {now:?})"))
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no replacement child after 10 s: {now:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    })
+    .unwrap();
     assert!(
         after.contains(&before[1]),
         "the surviving child must be left alone: {before:?} -> {after:?}"
@@ -55,9 +52,8 @@ fn prefork_restarts_a_killed_child() {
         "no connection on the surviving child still echoes"
     );
     // New clients are served, by both children.
-    let fresh: Vec<_> = (0..50).map(|_| server.connect()).collect();
     let payloads: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; 10_000]).collect();
-    echo_many(fresh, &payloads, Finish::HalfClose, Duration::from_secs(30)).unwrap();
+    server.echo_clients(&payloads, Finish::HalfClose, Duration::from_secs(30));
     drop(early);
     let exit = server.terminate(Duration::from_secs(20));
     exit.assert_clean();
@@ -71,65 +67,45 @@ fn prefork_restarts_a_killed_child() {
 
 #[test]
 fn process_per_conn_leaves_no_zombies() {
-    let _watchdog = Watchdog::new(
-        "process_per_conn_leaves_no_zombies",
-        Duration::from_secs(120),
-    );
-    let server = Server::start("process-per-conn", &["--stats-interval", "0.25"]);
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    let server = Server::start(Model::ProcessPerConn, &["--stats-interval", "0.25"]);
     let mut rng = Rng::new(7);
     for i in 0..40 {
         let c = server.connect();
         echo_exact(&c, &rng.bytes(1000 + i)).unwrap();
     }
-    let together: Vec<_> = (0..30).map(|_| server.connect()).collect();
     let payloads: Vec<Vec<u8>> = (0..30).map(|_| rng.bytes(50_000)).collect();
-    let together = echo_many(
-        together,
-        &payloads,
-        Finish::KeepOpen,
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    let together = server.echo_clients(&payloads, Finish::KeepOpen, Duration::from_secs(30));
     let live = server.processes().len() - 1;
     assert_eq!(live, 30, "one child per open connection");
     drop(together);
-    let start = Instant::now();
-    loop {
+    poll_until(Duration::from_secs(5), Duration::from_millis(20), || {
         let tree = procfs::tree(server.pid());
         let zombies: Vec<i32> = tree
             .iter()
             .filter(|p| p.state == 'Z')
             .map(|p| p.pid)
             .collect();
-        if tree.len() == 1 {
-            break;
+        match tree.len() {
+            1 => Ok(()),
+            n => Err(format!(
+                "no child left after the last client ({} children, zombies {zombies:?})",
+                n.saturating_sub(1)
+            )),
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "5 s after the last client left: {} children, zombies {zombies:?}",
-            tree.len() - 1
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    })
+    .unwrap();
     let stats = server.wait_stats(Duration::from_secs(5), |s| {
         s.get("open") == 0 && s.get("children") == 0
     });
-    let stats = stats.expect("a periodic stats line");
-    assert_eq!(
-        (stats.get("open"), stats.get("children")),
-        (0, 0),
-        "{stats:?}"
-    );
+    let stats = stats.expect("a periodic stats line with no open connection and no child");
     assert_eq!(stats.get("closed"), 70);
     server.terminate(Duration::from_secs(20)).assert_clean();
 }
 
 #[test]
 fn reactor_pool_never_serves_a_connection_twice() {
-    let _watchdog = Watchdog::new(
-        "reactor_pool_never_serves_a_connection_twice",
-        Duration::from_secs(120),
-    );
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
     let (overlaps, panics) = hammer_reactor_pool(&[]);
     assert_eq!(
         overlaps, 0,
@@ -140,10 +116,7 @@ fn reactor_pool_never_serves_a_connection_twice() {
 
 #[test]
 fn without_oneshot_the_overlap_counter_catches_double_dispatch() {
-    let _watchdog = Watchdog::new(
-        "without_oneshot_the_overlap_counter_catches_double_dispatch",
-        Duration::from_secs(120),
-    );
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
     // The counterexample: drop EPOLLONESHOT and the level-triggered socket is reported again
     // while a worker still holds it. The echo stays correct (the slot's Mutex serialises the
     // two workers) but the invariant is broken, and the counter must say so.
@@ -157,9 +130,10 @@ fn without_oneshot_the_overlap_counter_catches_double_dispatch() {
 /// 40 connections streaming many small messages through reactor-pool; returns the final
 /// `overlaps` and `worker_panics`.
 fn hammer_reactor_pool(extra: &[&str]) -> (u64, u64) {
-    let mut args = vec!["--workers", "2"];
-    args.extend_from_slice(extra);
-    let server = Server::start("reactor-pool", &args);
+    let server = Server::builder(Model::ReactorPool)
+        .args(&["--workers", "2"])
+        .args(extra)
+        .start();
     std::thread::scope(|s| {
         for t in 0..40u64 {
             let server = &server;
@@ -177,28 +151,21 @@ fn hammer_reactor_pool(extra: &[&str]) -> (u64, u64) {
     });
     let exit = server.terminate(Duration::from_secs(20));
     exit.assert_clean();
-    let last = exit.final_stats().pop().unwrap();
+    let last = exit.last_final();
     (last.get("overlaps"), last.get("worker_panics"))
 }
 
 #[test]
 fn listener_pool_deals_connections_round_robin() {
-    let _watchdog = Watchdog::new(
-        "listener_pool_deals_connections_round_robin",
-        Duration::from_secs(120),
-    );
-    let server = Server::start("listener-pool", &["--workers", "2"]);
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    let server = Server::start(Model::ListenerPool, &["--workers", "2"]);
     for _ in 0..101 {
         let c = server.connect();
         echo_exact(&c, b"deal\n").unwrap();
     }
     let exit = server.terminate(Duration::from_secs(20));
     exit.assert_clean();
-    let last = exit.final_stats().pop().unwrap();
-    let per_worker: Vec<u64> = last.0["worker_conns"]
-        .split(',')
-        .map(|n| n.parse().unwrap())
-        .collect();
+    let per_worker = exit.last_final().list("worker_conns");
     assert_eq!(per_worker.iter().sum::<u64>(), 101, "{per_worker:?}");
     assert!(
         per_worker.iter().all(|&n| n == 50 || n == 51),
@@ -208,38 +175,25 @@ fn listener_pool_deals_connections_round_robin() {
 
 #[test]
 fn thread_per_conn_gives_its_threads_back() {
-    let _watchdog = Watchdog::new(
-        "thread_per_conn_gives_its_threads_back",
-        Duration::from_secs(120),
-    );
-    let server = Server::start("thread-per-conn", &[]);
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    let server = Server::start(Model::ThreadPerConn, &[]);
     // Connection threads are named `rawloop-conn` (their comm in /proc/PID/task/TID/comm).
-    let conn_threads = || threads_named(server.pid(), "rawloop-conn");
+    let conn_threads = || procfs::threads_named(server.pid(), "rawloop-conn");
     assert_eq!(conn_threads(), 0);
-    let conns: Vec<_> = (0..60).map(|_| server.connect()).collect();
     let payloads: Vec<Vec<u8>> = (0..60u8).map(|i| vec![i; 1000]).collect();
-    let conns = echo_many(conns, &payloads, Finish::KeepOpen, Duration::from_secs(30)).unwrap();
+    let conns = server.echo_clients(&payloads, Finish::KeepOpen, Duration::from_secs(30));
     assert_eq!(conn_threads(), 60, "one thread per open connection");
     drop(conns);
-    let start = Instant::now();
-    while conn_threads() != 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{} connection threads left 10 s after every client left",
-            conn_threads()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || match conn_threads() {
+            0 => Ok(()),
+            n => Err(format!(
+                "every connection thread gone after the clients left ({n} left)"
+            )),
+        },
+    )
+    .unwrap();
     server.terminate(Duration::from_secs(20)).assert_clean();
-}
-
-/// Threads of `pid` whose name is `name`.
-fn threads_named(pid: i32, name: &str) -> usize {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
-        .count()
 }

@@ -8,21 +8,18 @@
 
 mod util;
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::time::Duration;
 
+use util::client::fill_without_reading;
 use util::client::{echo_exact, reset};
-use util::{for_each_model, seed_for, Rng, Server, Watchdog, MODELS};
+use util::{each_model, Watchdog};
 
 #[test]
 fn client_resets_mid_stream_do_not_disturb_other_clients() {
-    let _watchdog = Watchdog::new(
-        "client_resets_mid_stream_do_not_disturb_other_clients",
-        Duration::from_secs(240),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(model, &[]);
-        let mut rng = Rng::new(seed_for(model));
+    let _watchdog = Watchdog::new(Duration::from_secs(240));
+    each_model(&[], |server| {
+        let mut rng = server.rng(0);
         let baseline_fds = server.settled_fds();
         let bystander = server.connect();
         echo_exact(&bystander, b"before\n").unwrap();
@@ -36,7 +33,8 @@ fn client_resets_mid_stream_do_not_disturb_other_clients() {
             // With the server blocked on a full socket: the client never reads, so the
             // server holds pending echo bytes when the RST arrives.
             let s = server.connect();
-            fill_until_blocked(&s, &rng.bytes(256 * 1024));
+            let quiet = Duration::from_millis(100);
+            fill_without_reading(&s, &rng.bytes(256 * 1024), quiet, 64 << 20);
             reset(s);
             // Halfway through reading the echo.
             let s = server.connect();
@@ -57,29 +55,6 @@ fn client_resets_mid_stream_do_not_disturb_other_clients() {
         drop(newcomer);
         // The newcomer, the bystander and every reset connection must be gone from the server.
         drop(bystander);
-        let fds = server.wait_fds(baseline_fds, 2, Duration::from_secs(10));
-        assert!(
-            fds.abs_diff(baseline_fds) <= 2,
-            "descriptors: {fds} now, {baseline_fds} before the resets"
-        );
-        server.terminate(Duration::from_secs(20)).assert_clean();
+        server.expect_fds_back_to(baseline_fds, Duration::from_secs(10));
     });
-}
-
-/// Writes without reading until the socket stops taking bytes for a moment.
-fn fill_until_blocked(stream: &std::net::TcpStream, chunk: &[u8]) {
-    stream.set_nonblocking(true).unwrap();
-    let mut stalls = 0;
-    let mut total = 0usize;
-    while stalls < 5 && total < 64 << 20 {
-        match (&*stream).write(chunk) {
-            Ok(n) => total += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                stalls += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("write while filling: {e}"),
-        }
-    }
-    stream.set_nonblocking(false).unwrap();
 }

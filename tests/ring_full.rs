@@ -8,20 +8,16 @@ mod util;
 
 use std::time::Duration;
 
-use util::client::{echo_many, Finish};
-use util::{Server, Watchdog};
+use util::client::Finish;
+use util::{Model, Server, Watchdog};
 
 #[test]
 fn a_full_ring_loses_no_readiness_event() {
-    let _watchdog = Watchdog::new(
-        "a_full_ring_loses_no_readiness_event",
-        Duration::from_secs(120),
-    );
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
     let server = Server::start(
-        "reactor-pool",
+        Model::ReactorPool,
         &["--ring-capacity", "2", "--workers", "1", "--no-pin"],
     );
-    let clients: Vec<_> = (0..200).map(|_| server.connect()).collect();
     let payloads: Vec<Vec<u8>> = (0..200u32)
         .map(|i| {
             (0..20_000u32)
@@ -29,13 +25,8 @@ fn a_full_ring_loses_no_readiness_event() {
                 .collect()
         })
         .collect();
-    echo_many(
-        clients,
-        &payloads,
-        Finish::HalfClose,
-        Duration::from_secs(60),
-    )
-    .expect("every client gets exactly its bytes back through a 2-slot ring");
+    // Every client gets exactly its bytes back through a 2-slot ring.
+    server.echo_clients(&payloads, Finish::HalfClose, Duration::from_secs(60));
     let exit = server.terminate(Duration::from_secs(20));
     exit.assert_clean();
     let ring_full = exit.final_sum("ring_full");

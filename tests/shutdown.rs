@@ -11,42 +11,35 @@
 mod util;
 
 use std::io::{self, ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use reactor::Signal;
-use util::client::{connect, echo_until_server_closes, expect_closed, expect_open, set_timeouts};
-use util::sys::connect_with_buffers;
-use util::{for_each_model, seed_for, Rng, Server, Watchdog, IO_TIMEOUT, MODELS};
+use util::client::{connect, connect_buffered, echo_until_server_closes, expect_closed};
+use util::client::{expect_open, fill_without_reading, read_to_eof};
+use util::{counts_traffic, final_lines, poll_until, Exit, Models, Server, Target};
+use util::{Watchdog, IO_TIMEOUT};
 
 /// Prefork children print one final stats line each.
-const WORKERS: &str = "2";
+const WORKERS: usize = 2;
 
 #[test]
 fn sigterm_with_echo_in_flight_delivers_every_echoed_byte() {
-    let _watchdog = Watchdog::new(
-        "sigterm_with_echo_in_flight_delivers_every_echoed_byte",
-        Duration::from_secs(240),
-    );
-    for_each_model(MODELS, 4, |model| {
-        // Each client has handed all its bytes to the kernel but read only a little of the
-        // echo when the signal comes: the server is mid-transfer, the client is done sending.
-        mid_transfer_sigterm(model, 2 << 20, Sending::FinishedBeforeSignal);
-    });
+    let _watchdog = Watchdog::new(Duration::from_secs(240));
+    // Each client has handed all its bytes to the kernel but read only a little of the echo
+    // when the signal comes: the server is mid-transfer, the client is done sending.
+    Models::ALL.each(|target| mid_transfer_sigterm(target, 2 << 20, Sending::FinishedBeforeSignal));
 }
 
 #[test]
 fn sigterm_while_clients_still_send_loses_no_echoed_byte() {
-    let _watchdog = Watchdog::new(
-        "sigterm_while_clients_still_send_loses_no_echoed_byte",
-        Duration::from_secs(240),
-    );
-    for_each_model(MODELS, 4, |model| {
-        // Clients are still writing when the signal comes (then half-close after their last
-        // byte, as `nc -N` does). The server stops echoing, but what it already echoed must
-        // not be destroyed by an RST.
-        mid_transfer_sigterm(model, 8 << 20, Sending::ThroughTheSignal);
-    });
+    let _watchdog = Watchdog::new(Duration::from_secs(240));
+    // Clients are still writing when the signal comes (then half-close after their last byte,
+    // as `nc -N` does). The server stops echoing, but what it already echoed must not be
+    // destroyed by an RST.
+    Models::ALL.each(|target| mid_transfer_sigterm(target, 8 << 20, Sending::ThroughTheSignal));
 }
 
 #[derive(Copy, Clone, PartialEq, Eq)]
@@ -59,19 +52,40 @@ enum Sending {
 /// busy client has some echo. Checks: each echo is a byte-exact prefix of what was sent, idle
 /// clients get EOF, exit 0 with the right number of final stats lines, and every byte the
 /// server wrote reached a client.
-fn mid_transfer_sigterm(model: &str, size: usize, sending: Sending) {
-    let server = Server::start(model, &["--workers", WORKERS, "--drain-timeout", "20"]);
-    let mut rng = Rng::new(seed_for(model) ^ size as u64);
+fn mid_transfer_sigterm(target: &Target, size: usize, sending: Sending) {
+    let workers = WORKERS.to_string();
+    let server = target.start(&["--workers", &workers, "--drain-timeout", "20"]);
+    let mut rng = server.rng(size as u64);
     let payloads: Vec<Vec<u8>> = (0..4).map(|_| rng.bytes(size)).collect();
-    let idle: Vec<_> = (0..4).map(|_| server.connect()).collect();
-    let busy: Vec<_> = (0..4).map(|_| server.connect()).collect();
+    let idle = server.clients(4);
+    let busy = server.clients(4);
     let mark = 64 * 1024;
+    let received = signal_mid_transfer(&server, &busy, &payloads, mark, sending);
+    let total = check_prefixes(&received, &payloads, mark);
+    for (i, stream) in idle.iter().enumerate() {
+        expect_closed(stream, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("idle client {i}: {e}"));
+    }
+    drop((idle, busy));
+    check_drained_exit(server.wait_exit(Duration::from_secs(30)), total);
+}
+
+/// Streams `payloads[i]` through `busy[i]` and SIGTERMs the server once each has `mark` bytes
+/// of echo (and, with [`Sending::FinishedBeforeSignal`], once every payload is written);
+/// returns what each busy client received up to the server's close.
+fn signal_mid_transfer(
+    server: &Server,
+    busy: &[TcpStream],
+    payloads: &[Vec<u8>],
+    mark: usize,
+    sending: Sending,
+) -> Vec<Vec<u8>> {
     let signalled = AtomicBool::new(false);
-    let received = std::thread::scope(|s| {
-        let (got_some, got_some_rx) = std::sync::mpsc::channel();
-        let (wrote, wrote_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let (got_some, got_some_rx) = mpsc::channel();
+        let (wrote, wrote_rx) = mpsc::channel();
         let mut readers = Vec::new();
-        for (stream, payload) in busy.iter().zip(&payloads) {
+        for (stream, payload) in busy.iter().zip(payloads) {
             let wrote = wrote.clone();
             // After the signal the server may cut the writer off (EPIPE, ECONNRESET).
             s.spawn(move || {
@@ -86,10 +100,15 @@ fn mid_transfer_sigterm(model: &str, size: usize, sending: Sending) {
                 let mut got = read_at_least(stream, mark);
                 let _ = got_some.send(());
                 if sending == Sending::FinishedBeforeSignal {
-                    // Hold the rest of the echo back until the signal has been sent.
-                    while !signalled.load(Ordering::Acquire) {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
+                    // Hold the rest of the echo back until the signal has been sent: at most
+                    // as long as the main thread's waits below, 20 s each.
+                    poll_until(IO_TIMEOUT * 8, Duration::from_millis(5), || {
+                        signalled
+                            .load(Ordering::Acquire)
+                            .then_some(())
+                            .ok_or("the signal")
+                    })
+                    .unwrap();
                 }
                 read_until_end(stream, &mut got);
                 got
@@ -110,18 +129,8 @@ fn mid_transfer_sigterm(model: &str, size: usize, sending: Sending) {
         }
         server.signal(Signal::Terminate);
         signalled.store(true, Ordering::Release);
-        readers
-            .into_iter()
-            .map(|r| r.join().unwrap())
-            .collect::<Vec<_>>()
-    });
-    let total = check_prefixes(&received, &payloads, mark);
-    for (i, stream) in idle.iter().enumerate() {
-        expect_closed(stream, Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("idle client {i}: {e}"));
-    }
-    drop((idle, busy));
-    check_drained_exit(model, server.wait_exit(Duration::from_secs(30)), total);
+        readers.into_iter().map(|r| r.join().unwrap()).collect()
+    })
 }
 
 /// Each busy client got at least `mark` bytes, all a prefix of what it sent; returns the sum.
@@ -143,12 +152,12 @@ fn check_prefixes(received: &[Vec<u8>], payloads: &[Vec<u8>], mark: usize) -> u6
 }
 
 /// Exit 0, one final line per serving process, and every byte written reached a client.
-fn check_drained_exit(model: &str, exit: util::Exit, received: u64) {
+fn check_drained_exit(exit: Exit, received: u64) {
     exit.assert_clean();
     let finals = exit.final_stats().len();
-    let want = if model == "prefork" { 2 } else { 1 };
+    let want = final_lines(exit.model, WORKERS);
     assert_eq!(finals, want, "final stats lines: {:?}", exit.stdout);
-    if model != "process-per-conn" {
+    if counts_traffic(exit.model) {
         // Bytes read after the signal are discarded (lingering close), never echoed, so the
         // server wrote at most what it read; and every byte it wrote must have arrived.
         let (bytes_in, bytes_out) = (exit.final_sum("bytes_in"), exit.final_sum("bytes_out"));
@@ -165,21 +174,17 @@ fn check_drained_exit(model: &str, exit: util::Exit, received: u64) {
 
 #[test]
 fn sigterm_under_load_of_a_hundred_streaming_clients() {
-    let _watchdog = Watchdog::new(
-        "sigterm_under_load_of_a_hundred_streaming_clients",
-        Duration::from_secs(240),
-    );
-    for_each_model(MODELS, 2, |model| {
-        let server = Server::start(model, &["--drain-timeout", "20"]);
-        let mut rng = Rng::new(seed_for(model) ^ 100);
-        let shared = rng.bytes((8 << 20) + 100 * 4099);
+    let _watchdog = Watchdog::new(Duration::from_secs(240));
+    Models::ALL.parallel(2).each(|target| {
+        let server = target.start(&["--drain-timeout", "20"]);
+        let shared = server.rng(100).bytes((8 << 20) + 100 * 4099);
         let payloads: Vec<&[u8]> = (0..100)
             .map(|i| &shared[i * 4099..i * 4099 + (8 << 20)])
             .collect();
-        let streams: Vec<_> = (0..100).map(|_| server.connect()).collect();
+        let streams = server.clients(100);
+        let within = Duration::from_secs(60);
         let got = std::thread::scope(|s| {
-            let clients =
-                s.spawn(|| echo_until_server_closes(streams, &payloads, Duration::from_secs(60)));
+            let clients = s.spawn(|| echo_until_server_closes(streams, &payloads, within));
             std::thread::sleep(Duration::from_millis(150));
             server.signal(Signal::Terminate);
             clients.join().unwrap()
@@ -189,7 +194,8 @@ fn sigterm_under_load_of_a_hundred_streaming_clients() {
         let total: u64 = got.iter().map(|&n| n as u64).sum();
         let complete = got.iter().filter(|&&n| n == 8 << 20).count();
         eprintln!(
-            "[{model}] SIGTERM under load: {} MiB echoed, {complete} of 100 complete",
+            "[{}] SIGTERM under load: {} MiB echoed, {complete} of 100 complete",
+            server.label(),
             total >> 20
         );
         assert!(total > 0, "no echo at all before the signal");
@@ -199,28 +205,22 @@ fn sigterm_under_load_of_a_hundred_streaming_clients() {
         );
         let exit = server.wait_exit(Duration::from_secs(30));
         exit.assert_clean();
-        if model != "process-per-conn" {
-            assert_eq!(
-                total,
-                exit.final_sum("bytes_out"),
-                "bytes received vs bytes the server wrote"
-            );
+        if counts_traffic(exit.model) {
+            let bytes_out = exit.final_sum("bytes_out");
+            assert_eq!(total, bytes_out, "bytes received vs bytes the server wrote");
         }
     });
 }
 
 #[test]
 fn sigterm_during_a_costly_request_still_answers_everything_read() {
-    let _watchdog = Watchdog::new(
-        "sigterm_during_a_costly_request_still_answers_everything_read",
-        Duration::from_secs(120),
-    );
-    for_each_model(MODELS, 4, |model| {
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    Models::ALL.each(|target| {
         // The server reads the whole pipeline in one go, starts the 700 ms WORK, and gets the
         // signal while burning. Every line it has read is a request it must answer: the WORK
         // and the two lines behind it (reactor-offload keeps those aside while a worker runs
         // the WORK), then FIN.
-        let server = Server::start(model, &["--protocol", "lines", "--drain-timeout", "20"]);
+        let server = target.start(&["--protocol", "lines", "--drain-timeout", "20"]);
         let c = server.connect();
         let pipeline = b"first\nWORK 700000 slow\nsecond\nthird\n";
         (&c).write_all(pipeline).unwrap();
@@ -229,7 +229,7 @@ fn sigterm_during_a_costly_request_still_answers_everything_read() {
         assert_eq!(&first, b"first\n");
         std::thread::sleep(Duration::from_millis(200));
         server.signal(Signal::Terminate);
-        let rest = util::client::read_to_eof(&c).expect("the rest, then EOF");
+        let rest = read_to_eof(&c).expect("the rest, then EOF");
         assert_eq!(
             String::from_utf8_lossy(&rest),
             "WORK 700000 slow\nsecond\nthird\n",
@@ -242,23 +242,12 @@ fn sigterm_during_a_costly_request_still_answers_everything_read() {
 
 #[test]
 fn sigint_with_idle_clients_exits_promptly() {
-    let _watchdog = Watchdog::new(
-        "sigint_with_idle_clients_exits_promptly",
-        Duration::from_secs(120),
-    );
-    for_each_model(MODELS, 4, |model| {
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    Models::ALL.each(|target| {
         // A long drain timeout: the server must exit because every connection finished, not
         // because the timeout ran out.
-        let server = Server::start(
-            model,
-            &[
-                STUCK_HIGH_WATER[0],
-                STUCK_HIGH_WATER[1],
-                "--drain-timeout",
-                "60",
-            ],
-        );
-        let clients: Vec<_> = (0..50).map(|_| server.connect()).collect();
+        let server = start_for_stuck_clients(target, "60");
+        let clients = server.clients(50);
         for c in &clients {
             (&*c).write_all(b"x").unwrap();
             let mut b = [0u8];
@@ -282,43 +271,29 @@ fn sigint_with_idle_clients_exits_promptly() {
 
 #[test]
 fn listener_is_closed_while_draining() {
-    let _watchdog = Watchdog::new(
-        "listener_is_closed_while_draining",
-        Duration::from_secs(120),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(
-            model,
-            &[
-                STUCK_HIGH_WATER[0],
-                STUCK_HIGH_WATER[1],
-                "--drain-timeout",
-                "30",
-            ],
-        );
-        let stuck = stuck_client(&server, seed_for(model));
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    Models::ALL.each(|target| {
+        let server = start_for_stuck_clients(target, "30");
+        let stuck = stuck_client(&server);
         server.signal(Signal::Terminate);
         // The stuck client keeps the server draining; meanwhile nobody may be let in.
-        let start = Instant::now();
-        let refused = loop {
+        let every = Duration::from_millis(1);
+        poll_until(Duration::from_secs(5), every, || {
             match connect(server.addr()) {
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => break true,
-                // The listener closed with this connection in its accept queue (RST): it
-                // was not let in either; the next attempt should be refused outright.
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(()),
+                // The listener closed with this connection in its accept queue (RST): it was not
+                // let in either; the next attempt should be refused outright.
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => Err("refusal (got a reset)"),
                 Err(e) => panic!("connect while draining: {e}"),
-                Ok(late) => {
-                    // Accepted by a listener that is about to close, or queued: it must not
-                    // be served, only closed.
-                    if let Ok(()) = expect_open(&late, Duration::from_millis(50)) {
-                        if start.elapsed() > Duration::from_secs(5) {
-                            break false;
-                        }
-                    }
-                }
+                // Accepted by a listener that is about to close, or queued: it must not be
+                // served, only closed.
+                Ok(late) => match expect_open(&late, Duration::from_millis(50)) {
+                    Ok(()) => Err("refusal (connections are still accepted)"),
+                    Err(_) => Err("refusal (accepted, then closed)"),
+                },
             }
-        };
-        assert!(refused, "connections were still accepted 5 s after SIGTERM");
+        })
+        .unwrap_or_else(|e| panic!("5 s after SIGTERM: {e}"));
         drop(stuck);
         server.wait_exit(Duration::from_secs(40)).assert_clean();
     });
@@ -326,18 +301,10 @@ fn listener_is_closed_while_draining() {
 
 #[test]
 fn second_signal_exits_at_once() {
-    let _watchdog = Watchdog::new("second_signal_exits_at_once", Duration::from_secs(120));
-    for_each_model(MODELS, 4, |model| {
-        let mut server = Server::start(
-            model,
-            &[
-                STUCK_HIGH_WATER[0],
-                STUCK_HIGH_WATER[1],
-                "--drain-timeout",
-                "60",
-            ],
-        );
-        let stuck = stuck_client(&server, seed_for(model));
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    Models::ALL.each(|target| {
+        let mut server = start_for_stuck_clients(target, "60");
+        let stuck = stuck_client(&server);
         server.signal(Signal::Terminate);
         std::thread::sleep(Duration::from_millis(1500));
         assert!(
@@ -363,21 +330,10 @@ fn second_signal_exits_at_once() {
 
 #[test]
 fn drain_timeout_bounds_a_stuck_shutdown() {
-    let _watchdog = Watchdog::new(
-        "drain_timeout_bounds_a_stuck_shutdown",
-        Duration::from_secs(120),
-    );
-    for_each_model(MODELS, 4, |model| {
-        let server = Server::start(
-            model,
-            &[
-                STUCK_HIGH_WATER[0],
-                STUCK_HIGH_WATER[1],
-                "--drain-timeout",
-                "1",
-            ],
-        );
-        let stuck = stuck_client(&server, seed_for(model));
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    Models::ALL.each(|target| {
+        let server = start_for_stuck_clients(target, "1");
+        let stuck = stuck_client(&server);
         let exit = server.terminate(Duration::from_secs(15));
         exit.assert_clean();
         assert!(
@@ -389,41 +345,29 @@ fn drain_timeout_bounds_a_stuck_shutdown() {
     });
 }
 
-/// `--high-water` for the tests with a [`stuck_client`]: 4 MiB, so that when the server stops
-/// reading from the client it holds megabytes of echo that no kernel buffer will take while the
-/// client does not read. (With the default 64 KiB the server may, by chance, have handed every
-/// byte to the kernel when the signal comes, and legitimately have nothing left to drain.)
-const STUCK_HIGH_WATER: [&str; 2] = ["--high-water", "4194304"];
+/// A server for the tests with a [`stuck_client`]: `--drain-timeout` as given, and
+/// `--high-water` 4 MiB, so that when the server stops reading from the client it holds
+/// megabytes of echo that no kernel buffer will take while the client does not read. (With the
+/// default 64 KiB the server may, by chance, have handed every byte to the kernel when the
+/// signal comes, and legitimately have nothing left to drain.)
+fn start_for_stuck_clients(target: &Target, drain_timeout: &str) -> Server {
+    target.start(&["--high-water", "4194304", "--drain-timeout", drain_timeout])
+}
 
 /// A client that sends far more than it reads, so the server always holds echo bytes for it
-/// and cannot finish draining on its own (with [`STUCK_HIGH_WATER`]).
-fn stuck_client(server: &Server, seed: u64) -> std::net::TcpStream {
+/// and cannot finish draining on its own (with [`start_for_stuck_clients`]).
+fn stuck_client(server: &Server) -> TcpStream {
     // A small receive buffer keeps the echo in the server; a large send buffer lets the client
     // push its bytes quickly.
-    let stream = connect_with_buffers(server.addr(), 16 * 1024, 1 << 20).expect("connect");
-    set_timeouts(&stream, IO_TIMEOUT).unwrap();
-    stream.set_nonblocking(true).unwrap();
-    let chunk = Rng::new(seed).bytes(64 * 1024);
+    let stream = connect_buffered(server.addr(), 16 * 1024, 1 << 20);
+    let chunk = server.rng(0).bytes(64 * 1024);
     // Until the writes make no progress for a whole second: by then the kernel buffers on
     // both sides are full and the server holds the rest of the echo in its own memory.
-    let (mut sent, mut progress) = (0usize, Instant::now());
-    while progress.elapsed() < Duration::from_secs(1) && sent < 64 << 20 {
-        match (&stream).write(&chunk) {
-            Ok(n) => {
-                sent += n;
-                progress = Instant::now();
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(e) => panic!("stuck client write: {e}"),
-        }
-    }
-    stream.set_nonblocking(false).unwrap();
+    fill_without_reading(&stream, &chunk, Duration::from_secs(1), 64 << 20);
     stream
 }
 
-fn stream_write(stream: &std::net::TcpStream, payload: &[u8]) -> io::Result<()> {
+fn stream_write(stream: &TcpStream, payload: &[u8]) -> io::Result<()> {
     for chunk in payload.chunks(16 * 1024) {
         (&*stream).write_all(chunk)?;
     }
@@ -431,7 +375,7 @@ fn stream_write(stream: &std::net::TcpStream, payload: &[u8]) -> io::Result<()> 
 }
 
 /// Reads until at least `mark` bytes have arrived.
-fn read_at_least(stream: &std::net::TcpStream, mark: usize) -> Vec<u8> {
+fn read_at_least(stream: &TcpStream, mark: usize) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     while got.len() < mark {
@@ -446,7 +390,7 @@ fn read_at_least(stream: &std::net::TcpStream, mark: usize) -> Vec<u8> {
 
 /// Reads until EOF; a reset after the server's close also ends the stream (what arrived
 /// before it is kept and checked).
-fn read_until_end(stream: &std::net::TcpStream, got: &mut Vec<u8>) {
+fn read_until_end(stream: &TcpStream, got: &mut Vec<u8>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match (&*stream).read(&mut buf) {

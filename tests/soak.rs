@@ -8,18 +8,19 @@
 //! an answer and a clean end, the server's descriptor count is back to where it started (+-2,
 //! polled for up to 10 s: no leak on any error path), its RSS stayed bounded throughout, and it
 //! exits 0 on SIGTERM with no thread panicked. A failure prints the seed-determined behaviour
-//! that broke, so it can be replayed with the same `SOAK_SECS`.
+//! that broke, so it can be replayed with the same `SOAK_SECS` (and `SOAK_MODELS=a,b` to run
+//! only those models).
 
 mod util;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use util::client::{echo_exact, read_to_eof, reset, set_timeouts};
-use util::{for_each_model, seed_for, Rng, Server, Watchdog, MODELS};
+use util::{Model, Models, Rng, Server, Watchdog};
 
 /// Client threads per model.
 const CLIENTS: u64 = 6;
@@ -67,47 +68,40 @@ fn fault_soak_every_model() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
-    let _watchdog = Watchdog::new("fault_soak_every_model", Duration::from_secs(secs + 180));
-    // SOAK_MODELS=a,b replays a failure on some models only.
-    let only = std::env::var("SOAK_MODELS").unwrap_or_default();
-    let models: Vec<&str> = MODELS
-        .iter()
-        .copied()
-        .filter(|m| only.is_empty() || only.split(',').any(|o| o == *m))
-        .collect();
-    for_each_model(&models, models.len(), |model| {
-        soak(model, Duration::from_secs(secs))
-    });
+    let _watchdog = Watchdog::new(Duration::from_secs(secs + 180));
+    let models = Models::ALL
+        .only(chosen)
+        .exit_within(Duration::from_secs(30));
+    models
+        .parallel(models.count() as usize)
+        .each_model(SERVER_ARGS, |server| {
+            soak(server, Duration::from_secs(secs))
+        });
 }
 
-fn soak(model: &str, length: Duration) {
-    let server = Server::start(model, SERVER_ARGS);
+/// The models `SOAK_MODELS=a,b` names (all without it), to replay a failure on some only.
+fn chosen(model: Model) -> bool {
+    let only = std::env::var("SOAK_MODELS").unwrap_or_default();
+    only.is_empty() || only.split(',').any(|name| name == model.name())
+}
+
+/// Soaks one server for `length`, then checks it leaked no descriptor and kept its RSS bounded.
+fn soak(server: &Server, length: Duration) {
     let baseline_fds = server.settled_fds();
-    let baseline_rss = max_rss(&server);
+    let baseline_rss = server.max_rss();
     let failures = Mutex::new(Vec::<String>::new());
     let counts: Vec<AtomicU64> = BEHAVIOURS.iter().map(|_| AtomicU64::new(0)).collect();
-    let done = AtomicBool::new(false);
-    let peak_rss = AtomicU64::new(baseline_rss);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            while !done.load(Ordering::Acquire) {
-                peak_rss.fetch_max(max_rss(&server), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(250));
-            }
-        });
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|t| {
-                let (server, failures, counts) = (&server, &failures, &counts);
+    let every = Duration::from_millis(250);
+    let ((), peak_rss) = server.peak_rss_during(every, || {
+        std::thread::scope(|s| {
+            for t in 0..CLIENTS {
+                let (failures, counts) = (&failures, &counts);
                 s.spawn(move || {
-                    let mut rng = Rng::new(seed_for(model) ^ (t << 32));
+                    let mut rng = server.rng(t << 32);
                     client_loop(server, t, &mut rng, length, failures, counts)
-                })
-            })
-            .collect();
-        for c in clients {
-            c.join().unwrap();
-        }
-        done.store(true, Ordering::Release);
+                });
+            }
+        })
     });
     let failures = failures.into_inner().unwrap();
     let summary: Vec<String> = BEHAVIOURS
@@ -115,24 +109,26 @@ fn soak(model: &str, length: Duration) {
         .zip(&counts)
         .map(|(b, n)| format!("{b:?}={}", n.load(Ordering::Relaxed)))
         .collect();
-    eprintln!("[{model}] soak: {}", summary.join(" "));
+    eprintln!("[{}] soak: {}", server.label(), summary.join(" "));
+    let first: Vec<&str> = failures.iter().take(5).map(String::as_str).collect();
     assert!(
         failures.is_empty(),
         "{} failures, first ones:\n{}",
         failures.len(),
-        failures
-            .iter()
-            .take(5)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        first.join("\n")
     );
     assert!(
         counts.iter().all(|n| n.load(Ordering::Relaxed) > 0),
         "some behaviour never ran: {summary:?}"
     );
-    let peak = peak_rss.load(Ordering::Relaxed);
-    check_afterwards(server, baseline_fds, baseline_rss, peak);
+    server.expect_fds_back_to(baseline_fds, Duration::from_secs(10));
+    let growth = peak_rss.saturating_sub(baseline_rss);
+    assert!(
+        growth <= RSS_BOUND,
+        "RSS grew {} KiB during the soak (bound {} KiB)",
+        growth >> 10,
+        RSS_BOUND >> 10
+    );
 }
 
 /// One client thread: random behaviours until `length` has passed.
@@ -156,28 +152,6 @@ fn client_loop(
         }
         round += 1;
     }
-}
-
-/// No descriptor leaked, RSS stayed bounded, and a clean exit.
-fn check_afterwards(server: Server, baseline_fds: usize, baseline_rss: u64, peak_rss: u64) {
-    let fds = server.wait_fds(baseline_fds, 2, Duration::from_secs(10));
-    assert!(
-        fds.abs_diff(baseline_fds) <= 2,
-        "descriptors: {fds} after the soak, {baseline_fds} before: {:?}",
-        server
-            .processes()
-            .iter()
-            .map(|p| util::procfs::fd_targets(p.pid))
-            .collect::<Vec<_>>()
-    );
-    let growth = peak_rss.saturating_sub(baseline_rss);
-    assert!(
-        growth <= RSS_BOUND,
-        "RSS grew {} KiB during the soak (bound {} KiB)",
-        growth >> 10,
-        RSS_BOUND >> 10
-    );
-    server.terminate(Duration::from_secs(30)).assert_clean();
 }
 
 /// Runs one client behaviour. `Err` only for what the server did wrong; a fault client's own
@@ -323,13 +297,4 @@ fn lines(rng: &mut Rng, n: usize) -> Vec<u8> {
         out.push(b'\n');
     }
     out
-}
-
-fn max_rss(server: &Server) -> u64 {
-    server
-        .rss_each()
-        .iter()
-        .map(|&(_, rss)| rss)
-        .max()
-        .unwrap_or(0)
 }

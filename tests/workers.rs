@@ -7,32 +7,27 @@ mod util;
 
 use std::time::Duration;
 
-use util::client::{echo_exact, echo_many, Finish};
-use util::{for_each_model, Server, Watchdog, MODELS};
+use util::client::{echo_exact, Finish};
+use util::{each_model, Server, Watchdog};
 
 #[test]
 fn one_worker_serves_everything() {
-    let _watchdog = Watchdog::new("one_worker_serves_everything", Duration::from_secs(120));
-    for_each_model(MODELS, 4, |model| check_workers(model, &["--workers", "1"]));
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    each_model(&["--protocol", "lines", "--workers", "1"], check_workers);
 }
 
 #[test]
 fn more_workers_than_cores_unpinned() {
-    let _watchdog = Watchdog::new("more_workers_than_cores_unpinned", Duration::from_secs(120));
-    for_each_model(MODELS, 4, |model| {
-        check_workers(model, &["--workers", "5", "--no-pin"])
-    });
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    let args = ["--protocol", "lines", "--workers", "5", "--no-pin"];
+    each_model(&args, check_workers);
 }
 
-/// Cheap lines and WORK requests on 30 connections at once, then a clean exit.
-fn check_workers(model: &str, workers: &[&str]) {
-    let mut args = vec!["--protocol", "lines"];
-    args.extend_from_slice(workers);
-    let server = Server::start(model, &args);
+/// Cheap lines and WORK requests on 30 connections at once.
+fn check_workers(server: &Server) {
     let c = server.connect();
     echo_exact(&c, b"WORK 1000 alone\n").unwrap();
     drop(c);
-    let streams: Vec<_> = (0..30).map(|_| server.connect()).collect();
     let payloads: Vec<Vec<u8>> = (0..30)
         .map(|i| {
             format!("hello {i}\nWORK 200 conn {i}\nbye {i}\n")
@@ -40,12 +35,5 @@ fn check_workers(model: &str, workers: &[&str]) {
                 .into_bytes()
         })
         .collect();
-    echo_many(
-        streams,
-        &payloads,
-        Finish::HalfClose,
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    server.terminate(Duration::from_secs(20)).assert_clean();
+    server.echo_clients(&payloads, Finish::HalfClose, Duration::from_secs(30));
 }

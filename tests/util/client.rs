@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use reactor::{Epoll, Events, Interest, Token};
 
+use super::wait::{poll_until, poll_until_steady, TimedOut};
 use super::IO_TIMEOUT;
 
 /// A blocking connection with [`IO_TIMEOUT`] on reads and writes, Nagle off.
@@ -22,6 +23,16 @@ pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     set_timeouts(&stream, IO_TIMEOUT)?;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// A blocking connection whose `SO_RCVBUF` and `SO_SNDBUF` are set before connect(2) (see
+/// [`super::sys::connect_with_buffers`]), with [`IO_TIMEOUT`] on reads and writes: a client
+/// that cannot hide much of a backlog in its own kernel buffers. Panics if it cannot connect.
+pub fn connect_buffered(addr: SocketAddr, rcvbuf: usize, sndbuf: usize) -> TcpStream {
+    let stream = super::sys::connect_with_buffers(addr, rcvbuf, sndbuf)
+        .unwrap_or_else(|e| panic!("connect {addr} with small buffers: {e}"));
+    set_timeouts(&stream, IO_TIMEOUT).expect("socket timeouts");
+    stream
 }
 
 /// Sets both socket timeouts.
@@ -373,36 +384,64 @@ pub fn write_without_reading<P: AsRef<[u8]>>(
     within: Duration,
 ) -> Vec<usize> {
     let mut written = vec![0usize; streams.len()];
-    for s in streams {
-        s.set_nonblocking(true).expect("O_NONBLOCK");
-    }
-    let start = Instant::now();
-    let mut progress = Instant::now();
-    while progress.elapsed() < quiet && start.elapsed() < within {
-        let mut moved = false;
+    let round = |written: &mut Vec<usize>| -> usize {
         for (i, s) in streams.iter().enumerate() {
-            let payload = payloads[i].as_ref();
-            while written[i] < payload.len() {
-                match (&*s).write(&payload[written[i]..]) {
-                    Ok(n) => {
-                        written[i] += n;
-                        moved = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("connection {i}: write after {} bytes: {e}", written[i]),
-                }
-            }
+            written[i] += write_until_blocked(s, &payloads[i].as_ref()[written[i]..])
+                .unwrap_or_else(|e| {
+                    panic!("connection {i}: write after {} bytes: {e}", written[i])
+                });
         }
-        if moved {
-            progress = Instant::now();
-        } else {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
+        written.iter().sum()
+    };
+    let every = Duration::from_millis(5);
+    // Still moving at `within`: take what was written by then.
+    let _ = poll_until_steady(within, quiet, every, || round(&mut written));
     for s in streams {
         s.set_nonblocking(false).expect("blocking mode");
     }
     written
+}
+
+/// Writes `chunk` over and over without reading until the socket has taken nothing for
+/// `quiet` (or `max` bytes are written): then the kernel buffers on both sides are full and
+/// the server holds whatever else it took. Returns the bytes written.
+pub fn fill_without_reading(
+    stream: &TcpStream,
+    chunk: &[u8],
+    quiet: Duration,
+    max: usize,
+) -> usize {
+    let mut sent = 0;
+    let fill = || {
+        while sent < max {
+            match write_until_blocked(stream, chunk) {
+                Ok(0) => break,
+                Ok(n) => sent += n,
+                Err(e) => panic!("write without reading, after {sent} bytes: {e}"),
+            }
+        }
+        sent
+    };
+    let every = Duration::from_millis(2);
+    let sent = poll_until_steady(Duration::from_secs(120), quiet, every, fill)
+        .unwrap_or_else(|still_moving| still_moving.last);
+    stream.set_nonblocking(false).expect("blocking mode");
+    sent
+}
+
+/// Writes `bytes` in non-blocking mode until EAGAIN or the end; returns how many were taken.
+/// The stream is left non-blocking.
+fn write_until_blocked(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    stream.set_nonblocking(true)?;
+    let mut done = 0;
+    while done < bytes.len() {
+        match (&*stream).write(&bytes[done..]) {
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// Connects `n` clients one after another. A refused or timed-out connect is retried for up
@@ -413,19 +452,21 @@ pub fn connect_many(
     n: usize,
     within: Duration,
 ) -> Result<Vec<TcpStream>, String> {
-    let deadline = Instant::now() + within;
     let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        match connect(addr) {
-            Ok(s) => out.push(s),
-            Err(e) if Instant::now() < deadline => {
-                if out.len() % 1000 == 0 {
-                    eprintln!("connect {} of {n}: {e}; retrying", out.len());
+    poll_until(within, Duration::from_millis(10), || {
+        while out.len() < n {
+            match connect(addr) {
+                Ok(s) => out.push(s),
+                Err(e) => {
+                    if out.len() % 1000 == 0 {
+                        eprintln!("connect {} of {n}: {e}; retrying", out.len());
+                    }
+                    return Err(format!("connect {} of {n}: {e}", out.len()));
                 }
-                std::thread::sleep(Duration::from_millis(10));
             }
-            Err(e) => return Err(format!("connect {} of {n}: {e}", out.len())),
         }
-    }
+        Ok(())
+    })
+    .map_err(|timeout: TimedOut<String>| timeout.to_string())?;
     Ok(out)
 }

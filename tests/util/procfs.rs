@@ -1,14 +1,20 @@
 //! What the tests read about a running server from `/proc` (proc(5)): its process tree,
-//! resident memory, open descriptors and CPU time.
+//! resident memory, open descriptors, threads and CPU time, through the `procfs` crate, which
+//! parses those files (the command name in parentheses of `/proc/[pid]/stat`, the `kB` units of
+//! `status`) so the tests do not.
 //!
 //! The process models (`prefork`, `process-per-conn`) are several processes, so every figure
 //! is available per process and summed over the tree rooted at the server's pid. The tree is
-//! found by scanning `/proc/[pid]/stat` for parent pids: `/proc/[pid]/task/*/children` would
-//! be cheaper but is only as complete as `CONFIG_PROC_CHILDREN` makes it.
+//! found by scanning every process's parent pid: `/proc/[pid]/task/*/children`
+//! (`Task::children`) would be cheaper but is only as complete as `CONFIG_PROC_CHILDREN`
+//! makes it, and procfs(5) warns it can miss children while others exit.
+//!
+//! The one file read by hand is the `net.ipv4.tcp_wmem` sysctl: the crate parses no
+//! `/proc/sys/net` entry.
 
-use std::collections::HashMap;
-use std::fs;
 use std::time::{Duration, Instant};
+
+use ::procfs::process::{all_processes, Process};
 
 /// One process, as its `/proc/[pid]/stat` line describes it.
 #[derive(Clone, Debug)]
@@ -23,50 +29,22 @@ pub struct ProcInfo {
     pub cpu_ticks: u64,
 }
 
-/// Reads `/proc/[pid]/stat`; `None` if the process is gone.
-pub fn proc_info(pid: i32) -> Option<ProcInfo> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may itself contain spaces and
-    // parentheses, so split after the LAST ')' (proc_pid_stat(5)).
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): ppid is field 4, utime 14 and stime 15.
-    let num = |field: usize| fields.get(field - 3)?.parse::<u64>().ok();
-    Some(ProcInfo {
-        pid,
-        ppid: num(4)? as i32,
-        state: fields.first()?.chars().next()?,
-        cpu_ticks: num(14)? + num(15)?,
-    })
-}
-
 /// `root` and all its descendants (zombies included), root first.
 pub fn tree(root: i32) -> Vec<ProcInfo> {
-    let mut by_parent: HashMap<i32, Vec<ProcInfo>> = HashMap::new();
-    let mut root_info = None;
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Some(info) = proc_info(pid) else { continue };
-        if pid == root {
-            root_info = Some(info.clone());
-        }
-        by_parent.entry(info.ppid).or_default().push(info);
-    }
-    let Some(root_info) = root_info else {
+    let all: Vec<ProcInfo> = all_processes()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|p| info_of(&p))
+        .collect();
+    let Some(root_info) = all.iter().find(|p| p.pid == root) else {
         return Vec::new();
     };
-    let mut out = vec![root_info];
+    let mut out = vec![root_info.clone()];
     let mut i = 0;
     while i < out.len() {
-        if let Some(children) = by_parent.remove(&out[i].pid) {
-            out.extend(children);
-        }
+        let parent = out[i].pid;
+        out.extend(all.iter().filter(|p| p.ppid == parent).cloned());
         i += 1;
     }
     out
@@ -79,47 +57,39 @@ pub fn live_tree(root: i32) -> Vec<ProcInfo> {
 
 /// `VmRSS` of one process in bytes (proc_pid_status(5)); `None` if gone or a zombie.
 pub fn rss_bytes(pid: i32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
+    let kib = Process::new(pid).ok()?.status().ok()?.vmrss?;
     Some(kib * 1024)
 }
 
 /// Open descriptors of one process (entries of `/proc/[pid]/fd`); `None` if gone.
 pub fn fd_count(pid: i32) -> Option<usize> {
-    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+    Process::new(pid).ok()?.fd_count().ok()
 }
 
-/// What each descriptor of one process points to (`socket:[inode]`, `anon_inode:[eventpoll]`,
-/// ...), for failure messages about leaks.
+/// What each descriptor of one process points to (`3->Socket(1234)`,
+/// `4->AnonInode("[eventpoll]")`, ...), for failure messages about leaks.
 pub fn fd_targets(pid: i32) -> Vec<String> {
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+    let Ok(fds) = Process::new(pid).and_then(|p| p.fd()) else {
         return Vec::new();
     };
-    let mut out: Vec<String> = dir
+    let mut out: Vec<String> = fds
         .flatten()
-        .map(|e| {
-            let target = fs::read_link(e.path()).map(|t| t.display().to_string());
-            format!(
-                "{}->{}",
-                e.file_name().to_string_lossy(),
-                target.unwrap_or_default()
-            )
-        })
+        .map(|fd| format!("{}->{:?}", fd.fd, fd.target))
         .collect();
     out.sort();
     out
 }
 
-/// Clock ticks per second for `cpu_ticks` (`sysconf(_SC_CLK_TCK)`). It is 100 on every Linux
-/// ABI the tests run on (USER_HZ is fixed by the kernel ABI, see time(7)).
-pub const CLOCK_TICKS_PER_SEC: u64 = 100;
+/// Threads of `pid` whose name (`comm`, set by the thread's builder) is `name`.
+pub fn threads_named(pid: i32, name: &str) -> usize {
+    let Ok(tasks) = Process::new(pid).and_then(|p| p.tasks()) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| t.stat().is_ok_and(|s| s.comm == name))
+        .count()
+}
 
 /// CPU time the whole tree used over `window`, as a fraction of one core.
 pub fn cpu_fraction(root: i32, window: Duration) -> f64 {
@@ -128,5 +98,26 @@ pub fn cpu_fraction(root: i32, window: Duration) -> f64 {
     let start = Instant::now();
     std::thread::sleep(window);
     let used = ticks(root).saturating_sub(before);
-    used as f64 / CLOCK_TICKS_PER_SEC as f64 / start.elapsed().as_secs_f64()
+    used as f64 / ::procfs::ticks_per_second() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The most a TCP socket's send buffer may autotune to (`net.ipv4.tcp_wmem` max, tcp(7)); 4 MiB
+/// by default. A slow-reader test must send more than this, or a server that never stops
+/// reading could park the whole backlog in its kernel send buffer and look well-behaved.
+pub fn kernel_send_buffer_max() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse::<usize>().ok())
+        .unwrap_or(4 << 20)
+        .min(60 << 20)
+}
+
+fn info_of(process: &Process) -> Option<ProcInfo> {
+    let stat = process.stat().ok()?;
+    Some(ProcInfo {
+        pid: stat.pid,
+        ppid: stat.ppid,
+        state: stat.state,
+        cpu_ticks: stat.utime + stat.stime,
+    })
 }
