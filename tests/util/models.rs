@@ -17,9 +17,13 @@ use rawloop::config::Model;
 use super::server::{Exit, Server, ServerBuilder};
 
 /// Extra runs of every model-wide check: a model plus flags that change how it works. Each
-/// runs wherever its model would, and failures name it as `model flag ...`. Empty until a model
-/// grows such a switch, e.g. `("reactor-pool", &["--arm", "oneshot"])`.
-pub const VARIANTS: &[(&str, &[&str])] = &[];
+/// runs wherever its model would, and failures name it as `model flag ...`.
+pub const VARIANTS: &[(&str, &[&str])] = &[
+    // The classic EPOLLONESHOT hand-off beside the default edge-triggered one.
+    ("reactor-pool", &["--arm", "oneshot"]),
+    // The other registration style of the event loop (every event-loop model shares it).
+    ("event-loop", &["--epoll-trigger", "edge"]),
+];
 
 /// Which models (and variants) a test runs against, how many at a time, and how long each
 /// server may take to exit at the end. [`Models::ALL`] is every model and variant, 4 at a time.
@@ -206,14 +210,13 @@ pub fn any_model(_: Model) -> bool {
     true
 }
 
-/// The final stats line counts bytes, messages and idle closes. Not `process-per-conn`: its
-/// children keep those counters and take them along when they exit (contract).
+/// The final stats line counts bytes, messages and idle closes. Every model today: the process
+/// models' children add theirs to counters shared with the parent (`MAP_SHARED`).
 pub fn counts_traffic(model: Model) -> bool {
     use Model::*;
     match model {
-        ProcessPerConn => false,
-        EventLoop | ThreadPerConn | ListenerPool | ReactorPool | ReactorOffload | Reuseport
-        | Prefork => true,
+        EventLoop | ThreadPerConn | ProcessPerConn | ListenerPool | ReactorPool
+        | ReactorOffload | Reuseport | Prefork | SharedAccept => true,
     }
 }
 
@@ -222,15 +225,21 @@ pub fn counts_on_one_thread(model: Model) -> bool {
     use Model::*;
     match model {
         EventLoop | Prefork | ProcessPerConn => true,
-        ThreadPerConn | ListenerPool | ReactorPool | ReactorOffload | Reuseport => false,
+        ThreadPerConn | ListenerPool | ReactorPool | ReactorOffload | Reuseport | SharedAccept => {
+            false
+        }
     }
 }
 
 /// One process holds many client descriptors, so RLIMIT_NOFILE binds. Not `process-per-conn`:
 /// its parent keeps no client socket (each child holds its one); its analogue is RLIMIT_NPROC.
 pub fn holds_many_client_fds(model: Model) -> bool {
-    // The same models, for the same reason: the parent of process-per-conn serves nobody.
-    counts_traffic(model)
+    use Model::*;
+    match model {
+        ProcessPerConn => false,
+        EventLoop | ThreadPerConn | ListenerPool | ReactorPool | ReactorOffload | Reuseport
+        | Prefork | SharedAccept => true,
+    }
 }
 
 /// A cheap request on one connection does not wait for a costly one on another: the
@@ -239,7 +248,7 @@ pub fn no_greedy_neighbour(model: Model) -> bool {
     use Model::*;
     match model {
         ThreadPerConn | ProcessPerConn | ReactorPool | ReactorOffload => true,
-        EventLoop | ListenerPool | Reuseport | Prefork => false,
+        EventLoop | ListenerPool | Reuseport | Prefork | SharedAccept => false,
     }
 }
 
@@ -248,19 +257,19 @@ pub fn no_greedy_neighbour(model: Model) -> bool {
 pub fn built_for_c10k(model: Model) -> bool {
     use Model::*;
     match model {
-        EventLoop | Reuseport | ReactorPool => true,
+        EventLoop | Reuseport | ReactorPool | SharedAccept => true,
         ThreadPerConn | ProcessPerConn | ListenerPool | ReactorOffload | Prefork => false,
     }
 }
 
 /// How many `final=1` stats lines a server of `model` prints at exit with `--workers n`: one
-/// per process that serves.
+/// per process that serves, plus, for `prefork`, the parent's total (printed last).
 pub fn final_lines(model: Model, workers: usize) -> usize {
     use Model::*;
     match model {
-        Prefork => workers,
+        Prefork => workers + 1,
         EventLoop | ThreadPerConn | ProcessPerConn | ListenerPool | ReactorPool
-        | ReactorOffload | Reuseport => 1,
+        | ReactorOffload | Reuseport | SharedAccept => 1,
     }
 }
 

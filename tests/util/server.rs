@@ -481,15 +481,17 @@ impl Exit {
             .collect()
     }
 
-    /// The last `final=1` line (the only one, except for `prefork`).
+    /// The last `final=1` line: the server's total (the only final line, except for `prefork`,
+    /// whose children print theirs, labelled `child=<i>`, before the parent's total).
     pub fn last_final(&self) -> Stats {
         let last = self.final_stats().pop();
         last.unwrap_or_else(|| panic!("[{}] no final stats line: {:?}", self.label, self.stdout))
     }
 
-    /// `key` summed over the final stats lines.
+    /// `key` in the server's total: its last `final=1` line (for `prefork`, the parent's sum
+    /// of its children, printed after theirs).
     pub fn final_sum(&self, key: &str) -> u64 {
-        self.final_stats().iter().map(|s| s.get(key)).sum()
+        self.last_final().get(key)
     }
 
     /// Panics unless the server exited 0, printed at least one final stats line, and no
