@@ -5,18 +5,21 @@
 #   scripts/scale-bench.sh [--rounds R] [--duration D] [--warmup W] [--clients "1 32"]
 #                          [--backends B] [--out DIR]
 #
-# Three set-ups, all up at once inside a private network namespace (loopback only, so the host's
+# Four set-ups, all up at once inside a private network namespace (loopback only, so the host's
 # firewall rules and other traffic stay out of the measurement):
-#   direct   echo-server --model event-loop (B > 1: --model prefork --workers B);
-#   nft      scripts/scale-out.sh --via nft B (B instances, one DNAT rule, its own namespace);
-#   haproxy  scripts/scale-out.sh B (B instances behind HAProxy).
+#   direct     echo-server --model event-loop (B > 1: --model prefork --workers B);
+#   conntrack  the same, in a namespace of its own whose one firewall rule (`ct state`) turns on
+#              connection tracking, as most hosts' firewalls do: the part of nft's cost that
+#              is connection tracking, not the DNAT itself;
+#   nft        scripts/scale-out.sh --via nft B (B instances, one DNAT rule, its own namespace);
+#   haproxy    scripts/scale-out.sh B (B instances behind HAProxy).
 # Each round drives each set-up in turn with echo-bench ping-pong (64-byte messages, depth 1,
 # one generator thread) for every client count, the order of the set-ups rotating from round to
 # round; the table printed at the end holds the medians over the R rounds (default 3).
 #
 # Where the CPU is counted, per echoed message:
 #   server   the server side's process tree, from echo-bench --server-pid: the echo-server
-#            (direct), the instances (nft), HAProxy and the instances (haproxy);
+#            (direct, conntrack), the instances (nft), HAProxy and the instances (haproxy);
 #   client   echo-bench's own CPU;
 #   softirq  the ksoftirqd threads, from /proc/PID/stat over the whole run, scaled to the
 #            measured window.
@@ -102,21 +105,33 @@ trap 'exit 143' TERM
 
 # --- the three set-ups ------------------------------------------------------------------------
 declare -A ADDR PID ENTER
-if [[ "$BACKENDS" == 1 ]]; then
-    "$SERVER" --model event-loop --bind 127.0.0.1:7101 >"$OUT/direct.log" 2>&1 &
-else
-    "$SERVER" --model prefork --workers "$BACKENDS" --bind 127.0.0.1:7101 >"$OUT/direct.log" 2>&1 &
-fi
+DIRECT_ARGS=(--model event-loop)
+[[ "$BACKENDS" == 1 ]] || DIRECT_ARGS=(--model prefork --workers "$BACKENDS")
+"$SERVER" "${DIRECT_ARGS[@]}" --bind 127.0.0.1:7101 >"$OUT/direct.log" 2>&1 &
 PID[direct]=$!; ADDR[direct]=127.0.0.1:7101; ENTER[direct]=""
+# unshare(2) then exec, twice (unshare, then bash): the pid is the echo-server's in the end.
+CONNTRACK_RULE='table ip rawloop_ct {
+    chain output {
+        type filter hook output priority 0; policy accept;
+        ct state established accept
+    }
+}'
+# shellcheck disable=SC2016 # $0.. are the inner shell's.
+unshare --net -- bash -c 'ip link set lo up && nft -f - <<<"$1" && exec "$0" "${@:2}"' "$SERVER" \
+    "$CONNTRACK_RULE" "${DIRECT_ARGS[@]}" --bind 127.0.0.1:7105 >"$OUT/conntrack.log" 2>&1 &
+PID[conntrack]=$!; ADDR[conntrack]=127.0.0.1:7105
+ENTER[conntrack]="nsenter --target ${PID[conntrack]} --net"
 "$ROOT/scripts/scale-out.sh" --via nft "$BACKENDS" --bin "$SERVER" --front 127.0.0.1:7102 \
     >"$OUT/nft.log" 2>&1 &
 PID[nft]=$!; ADDR[nft]=127.0.0.1:7102; ENTER[nft]="nsenter --target ${PID[nft]} --net"
 "$ROOT/scripts/scale-out.sh" "$BACKENDS" --bin "$SERVER" --front 127.0.0.1:7103 \
     --stats 127.0.0.1:7104 >"$OUT/haproxy.log" 2>&1 &
 PID[haproxy]=$!; ADDR[haproxy]=127.0.0.1:7103; ENTER[haproxy]=""
-PIDS=("${PID[direct]}" "${PID[nft]}" "${PID[haproxy]}")
-wait_for_line "$OUT/direct.log" '^listening on ' "${PID[direct]}" >/dev/null ||
-    die "echo-server did not start: $(cat "$OUT/direct.log")"
+PIDS=("${PID[direct]}" "${PID[conntrack]}" "${PID[nft]}" "${PID[haproxy]}")
+for setup in direct conntrack; do
+    wait_for_line "$OUT/$setup.log" '^listening on ' "${PID[$setup]}" >/dev/null ||
+        die "echo-server ($setup) did not start: $(cat "$OUT/$setup.log")"
+done
 for setup in nft haproxy; do
     wait_for_line "$OUT/$setup.log" '^Ctrl-C to stop' "${PID[$setup]}" 30 >/dev/null ||
         die "scale-out.sh --via $setup did not start: $(cat "$OUT/$setup.log")"
@@ -165,11 +180,11 @@ run_one() {
     say "round $round, $clients client(s), $setup: $(tail -n1 "$OUT/runs.tsv" | cut -f4-)"
 }
 
-SETUPS=(direct nft haproxy)
+SETUPS=(direct conntrack nft haproxy)
 for ((round = 1; round <= ROUNDS; round++)); do
     for clients in $CLIENTS; do
-        for ((k = 0; k < 3; k++)); do
-            run_one "${SETUPS[$(((k + round - 1) % 3))]}" "$clients" "$round"
+        for ((k = 0; k < ${#SETUPS[@]}; k++)); do
+            run_one "${SETUPS[$(((k + round - 1) % ${#SETUPS[@]}))]}" "$clients" "$round"
         done
     done
 done
