@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # scripts/lib.sh: helpers shared by the scripts of this directory. Sourced, never run:
 #
 #   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -13,6 +14,8 @@
 # Exit statuses shared by the scripts: 0 done, 1 something failed, 2 cannot run here (a missing
 # tool, no root for a network namespace), 130/143 stopped by SIGINT/SIGTERM.
 
+# haproxy, nft and ip live in /usr/sbin on Debian, which is not on an ordinary user's PATH.
+PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 # The name used in messages: the sourcing script's file name.
 SCRIPT_NAME="$(basename "${BASH_SOURCE[1]:-${0}}")"
 # Tools found missing by `need`, as "tool (package)" words, reported by `needs_met`.
@@ -30,7 +33,7 @@ need() {
 # needs_met: exits 2 with one message if any `need` found its tool missing.
 needs_met() {
     [[ ${#MISSING_TOOLS[@]} -eq 0 ]] && return 0
-    say "missing: ${MISSING_TOOLS[*]}"
+    say "missing: $(printf '%s, ' "${MISSING_TOOLS[@]}" | sed 's/, $//')"
     local packages
     packages="$(printf '%s\n' "${MISSING_TOOLS[@]}" | sed -n 's/.*(package \(.*\))$/\1/p' |
         sort -u | paste -sd' ' -)"

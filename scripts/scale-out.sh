@@ -198,7 +198,9 @@ EOF
 # Waits for the processes to end one by one and says what each end means. Returns never: the
 # script exits with COMMAND's status, or 1 when the balancer or the last instance is gone.
 watch_until_done() {
-    local watched=("${SERVER_PIDS[@]}" $HAPROXY_PID $COMMAND_PID) alive=$N done_pid status
+    local watched=("${SERVER_PIDS[@]}") alive=$N done_pid status
+    [[ -n "$HAPROXY_PID" ]] && watched+=("$HAPROXY_PID")
+    [[ -n "$COMMAND_PID" ]] && watched+=("$COMMAND_PID")
     local remaining pid
     while true; do
         done_pid=""

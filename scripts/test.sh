@@ -28,6 +28,7 @@ if [ ${#MISSING_TOOLS[@]} -gt 0 ]; then
   packages="$(printf '%s\n' "${MISSING_TOOLS[@]}" | sed -n 's/.*(package \(.*\))$/\1/p' | paste -sd' ' -)"
   echo "== installing $packages (the tests run them for real)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  # shellcheck disable=SC2086 # a list of package names, one word each.
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $packages >/dev/null
 fi
 
