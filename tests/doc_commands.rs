@@ -20,16 +20,18 @@
 //! `target/release/echo-bench`), built by `cargo build --release -p rawloop -p echo-bench`,
 //! which `scripts/test.sh` runs before the tests; the test says so if they are missing.
 //!
-//! Blocks not marked, and why:
+//! The `sh` blocks not marked, and why (```` ```console ```` and ```` ```text ```` blocks show
+//! output, not commands):
 //! - README "Two commands": `cargo run ... echo-server` holds the terminal by design (the reader
 //!   talks to it from a second one), and `scripts/test.sh` is the suite that runs this test.
-//! - README "Measure", second block: `echo-bench lab --peers` takes about 15 minutes,
-//!   `lab --quick` a minute (`scripts/test.sh` runs it), `cargo bench` several minutes.
-//! - `docs/scaling.md`, the commands "from a second terminal": interactive (`socat -` waits for
-//!   typing) and they need the pid the script printed; the runnable block below them is the same
-//!   failover demo as one script. The one-line `--via nft` example holds its terminal too.
-//! - `docs/scaling.md`, the full measurement (`scripts/scale-bench.sh` with 3 rounds of 5 s):
-//!   about two minutes; a one-round, one-second run of the same script is runnable.
+//! - README "Measure", "Longer runs": `echo-bench lab --peers` takes about 15 minutes,
+//!   `lab --quick` a minute (`scripts/test.sh` runs it anyway), `cargo bench` several minutes.
+//! - `docs/scaling.md` section 5, the commands "from a second terminal": interactive (`socat -`
+//!   waits for typing) and they need the pid the script printed; the runnable block below them
+//!   is the same failover demo as one script.
+//! - `docs/scaling.md` section 7, the full measurement (`scripts/scale-bench.sh --rounds 5`) is
+//!   prose, not a block: about four minutes. A one-round, one-second run of the same script is
+//!   runnable.
 //! - `docs/profiling.md`: `scripts/flamegraph.sh` needs `perf`, kernel frames
 //!   (`perf_event_paranoid`), a second full build (the `profiling` profile) and network access
 //!   for `cargo install inferno`.
@@ -190,7 +192,14 @@ fn check(root: &Path, block: &Block) -> Vec<String> {
         eprintln!("skipped: {} needs {unmet}", block.at);
         return Vec::new();
     }
-    run(root, block).err().into_iter().collect()
+    let started = Instant::now();
+    let outcome = run(root, block);
+    eprintln!(
+        "ran {} in {:.1}s",
+        block.at,
+        started.elapsed().as_secs_f64()
+    );
+    outcome.err().into_iter().collect()
 }
 
 /// Repository paths the block names that do not exist: every word with a `/` whose first part
