@@ -115,7 +115,7 @@ SERVER_PIDS=()
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    [[ -n "$COMMAND_PID" ]] && kill -TERM "$COMMAND_PID" 2>/dev/null
+    [[ -n "$COMMAND_PID" ]] && { kill -TERM "$COMMAND_PID" 2>/dev/null || true; }
     # HAProxy first, so no new connection reaches an instance that is shutting down.
     if [[ -n "$HAPROXY_PID" ]]; then
         kill -TERM "$HAPROXY_PID" 2>/dev/null || true
