@@ -19,15 +19,19 @@
 #      `--call-graph fp` walks frame pointers instead: 30x less data, but stacks stop at glibc);
 #   5. stops the server with SIGTERM and prints its final stats line, whose `syscalls_per_msg`
 #      field is the server's own count of the syscalls the flamegraph shows (docs/profiling.md);
-#   6. writes flame-M.svg with inferno (perf script | inferno-collapse-perf | inferno-flamegraph).
+#   6. writes the flamegraph with inferno (perf script | inferno-collapse-perf |
+#      inferno-flamegraph) to --out, by default target/flame-M.svg (inside the build directory,
+#      which git ignores), and prints its path.
 #
 # The server and the load generator are killed on any exit (trap), Ctrl-C included.
 # Needs perf (Debian: apt-get install linux-perf; Ubuntu: linux-tools-$(uname -r)) and, to see
 # kernel frames (the syscalls), kernel.perf_event_paranoid <= 1 or root. inferno is installed
-# with `cargo install inferno` when missing.
+# with `cargo install inferno` when missing, which needs network access (crates.io).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 MODEL=reactor-pool
@@ -41,7 +45,7 @@ KEEP=0
 BENCH_ARGS=()
 
 usage() {
-    sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
 }
 
 while [[ $# -gt 0 ]]; do
@@ -58,23 +62,22 @@ while [[ $# -gt 0 ]]; do
         *) BENCH_ARGS+=("$1"); shift ;;
     esac
 done
-OUT="${OUT:-flame-$MODEL.svg}"
+OUT="${OUT:-$TARGET_DIR/flame-$MODEL.svg}"
+mkdir -p "$(dirname "$OUT")"
 if [[ ${#BENCH_ARGS[@]} -eq 0 ]]; then
     # Ping-pong on 32 connections, 64-byte messages: a syscall-bound load, which is what an
     # echo server is. One bench thread leaves the other core(s) to the server.
     BENCH_ARGS=(--conns 32 --size 64 --depth 1 --threads 1)
 fi
 
-die() { echo "flamegraph.sh: $*" >&2; exit 1; }
-say() { echo "flamegraph.sh: $*" >&2; }
-
 # --- tools ------------------------------------------------------------------------------------
-command -v perf >/dev/null 2>&1 ||
-    die "perf not found. Install it: Debian 'apt-get install linux-perf', Ubuntu 'apt-get install linux-tools-\$(uname -r)', Fedora 'dnf install perf'."
+# Ubuntu ships perf as linux-tools-$(uname -r), Fedora as perf.
+need perf linux-perf
+needs_met
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v inferno-flamegraph >/dev/null 2>&1; then
-    say "inferno not found: running 'cargo install inferno' (once, a few minutes)"
-    cargo install inferno
+    say "inferno not found: running 'cargo install inferno' (once, a few minutes, needs network)"
+    cargo install inferno || die "'cargo install inferno' failed (no network access?)"
 fi
 paranoid="$(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null || echo 2)"
 if [[ "$(id -u)" != 0 && "$paranoid" -gt 1 ]]; then
@@ -198,4 +201,5 @@ inferno-flamegraph --minwidth "$MINWIDTH" --countname ns --hash \
     --title "echo-server --model $MODEL" \
     --subtitle "perf cpu-clock 999 Hz, ${SECONDS_TO_RECORD}s, ${CALL_GRAPH} stacks, load: ${BENCH_ARGS[*]}" \
     <"$WORK/stacks.folded" >"$OUT"
-say "wrote $OUT ($cpu_ms ms of CPU in ${SECONDS_TO_RECORD}s, $(du -h "$OUT" | cut -f1))"
+say "$cpu_ms ms of CPU in ${SECONDS_TO_RECORD}s, $(du -h "$OUT" | cut -f1)"
+echo "wrote $OUT"
