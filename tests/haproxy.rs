@@ -195,7 +195,7 @@ impl Backend {
     fn start(index: usize) -> Backend {
         let mut child = Command::new(env!("CARGO_BIN_EXE_echo-server"))
             .args(["--model", "event-loop", "--bind", "127.0.0.1:0"])
-            .args(["--stats-interval", "0.05"])
+            .args(["--stats-interval", "0.1"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

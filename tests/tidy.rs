@@ -260,6 +260,9 @@ fn the_docs_name_only_what_exists() {
                     .iter()
                     .all(|f| help.contains(f.as_str()) || flag_text.contains(f.as_str())),
                 Some(docs::Name::Item(segments)) => docs::item_exists(&segments, &words),
+                Some(docs::Name::PathItem(path, item)) => {
+                    docs::path_exists(&path, &files) && words.contains(&item)
+                }
                 None => true,
             };
             if !ok {

@@ -291,6 +291,26 @@ fn try_flags(raw: &mut RawRing) -> io::Result<bool> {
         raw.push(op, Token(i as u64));
         names.push(name);
     }
+    let results = run_trials(raw, n_trials)?;
+    let mut multishot_timeout = false;
+    for (i, (res, name)) in results.into_iter().zip(names).enumerate() {
+        let known = match res {
+            Some(res) => res != -libc::EINVAL,
+            None => {
+                return Err(Unavailable::Other(format!("trial of {name} never completed")).into())
+            }
+        };
+        match (i == n_trials - 1, known) {
+            (true, known) => multishot_timeout = known,
+            (false, true) => {}
+            (false, false) => return Err(Unavailable::MissingFeature(name).into()),
+        }
+    }
+    Ok(multishot_timeout)
+}
+
+/// Submits the pushed trials and collects the final result of each (by token), for up to 5 s.
+fn run_trials(raw: &mut RawRing, n_trials: usize) -> io::Result<Vec<Option<i32>>> {
     let mut results = vec![None; n_trials];
     let deadline = Instant::now() + Duration::from_secs(5);
     while results.iter().any(Option::is_none) && Instant::now() < deadline {
@@ -308,19 +328,5 @@ fn try_flags(raw: &mut RawRing) -> io::Result<bool> {
             }
         }
     }
-    let mut multishot_timeout = false;
-    for (i, (res, name)) in results.into_iter().zip(names).enumerate() {
-        let known = match res {
-            Some(res) => res != -libc::EINVAL,
-            None => {
-                return Err(Unavailable::Other(format!("trial of {name} never completed")).into())
-            }
-        };
-        match (i == n_trials - 1, known) {
-            (true, known) => multishot_timeout = known,
-            (false, true) => {}
-            (false, false) => return Err(Unavailable::MissingFeature(name).into()),
-        }
-    }
-    Ok(multishot_timeout)
+    Ok(results)
 }
