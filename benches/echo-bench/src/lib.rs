@@ -16,9 +16,8 @@
 //! - [`conn`]: one client connection: nonblocking connect, send queue, echo checking.
 //! - [`verify`]: the payload pattern and the byte-for-byte checker.
 //! - [`histo`]: latency histograms (HdrHistogram), medians.
-//! - [`procfs`]: CPU time and memory of a server's process tree.
-//! - [`report`]: a run's figures and errors, as a table or JSON.
-//! - [`json`]: the small JSON writer behind `--json` and `results.json`.
+//! - [`procfs`]: CPU time, context switches and memory of a server's process tree.
+//! - [`report`]: a run's figures and errors, as a table or JSON (serde).
 //! - [`lab`]: the lab: scenarios x models, interleaved and repeated.
 //! - [`scenario`]: the lab's scenarios and their generator settings.
 //! - [`results`]: medians and ranges; `results.json`, `results.md`, the charts.
@@ -31,7 +30,6 @@
 pub mod chart;
 pub mod conn;
 pub mod histo;
-pub mod json;
 pub mod lab;
 
 pub mod load;

@@ -27,14 +27,18 @@ use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::histo::Latency;
 use crate::procfs::{self, TreeCpu, TreeMemory};
 use crate::report::{ErrorCounts, RunReport};
 use crate::verify::{MessageFormat, Protocol};
 use crate::worker;
 
-/// Everything that defines a run (the command line of `echo-bench`).
-#[derive(Clone, Debug)]
+/// Everything that defines a run (the command line of `echo-bench`). In JSON durations are
+/// seconds (`duration_s`...), and fields that older reports lack take the defaults of
+/// [`RunConfig::new`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunConfig {
     /// The echo server.
     pub addr: SocketAddr,
@@ -45,8 +49,10 @@ pub struct RunConfig {
     /// Messages in flight per connection (1 = ping-pong).
     pub depth: usize,
     /// Length of the measured window.
+    #[serde(rename = "duration_s", with = "seconds")]
     pub duration: Duration,
     /// Load before the measured window, not recorded.
+    #[serde(rename = "warmup_s", with = "seconds")]
     pub warmup: Duration,
     /// Worker threads of the generator.
     pub threads: usize,
@@ -63,14 +69,27 @@ pub struct RunConfig {
     /// How many of the active connections send `WORK` lines (lines protocol).
     pub greedy: usize,
     /// The server's process id, for its CPU time and memory.
+    #[serde(default)]
     pub server_pid: Option<u32>,
     /// How long after the window the echoes still due may take.
+    #[serde(rename = "grace_s", with = "seconds", default = "default_timeout")]
     pub grace: Duration,
     /// A connection waiting this long for an echo without receiving a byte is stalled.
+    #[serde(
+        rename = "stall_timeout_s",
+        with = "seconds",
+        default = "default_timeout"
+    )]
     pub stall_timeout: Duration,
     /// Deadline for the set-up phase (connects and idle echoes).
+    #[serde(
+        rename = "setup_timeout_s",
+        with = "seconds",
+        default = "default_setup"
+    )]
     pub setup_timeout: Duration,
-    /// Print a progress line on stderr while running.
+    /// Print a progress line on stderr while running (not part of the record).
+    #[serde(skip)]
     pub progress: bool,
 }
 
@@ -92,9 +111,9 @@ impl RunConfig {
             work_us: 0,
             greedy: 0,
             server_pid: None,
-            grace: Duration::from_secs(5),
-            stall_timeout: Duration::from_secs(5),
-            setup_timeout: Duration::from_secs(30),
+            grace: default_timeout(),
+            stall_timeout: default_timeout(),
+            setup_timeout: default_setup(),
             progress: false,
         }
     }
@@ -391,5 +410,29 @@ fn ensure_descriptors(sockets: usize) {
                 Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
             }
         }
+    }
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_setup() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// A [`Duration`] as a number of seconds in JSON (`0.3`, not `{"secs": 0, "nanos": ...}`).
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(duration.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let seconds = f64::deserialize(deserializer)?;
+        Duration::try_from_secs_f64(seconds).map_err(serde::de::Error::custom)
     }
 }

@@ -6,13 +6,15 @@
 //! reader can tell a real difference between two models from noise. Errors are summed, never
 //! averaged away: one error in one run shows in the table and fails the lab.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
+use serde::Serialize;
+
 use crate::chart::{self, Bar};
 use crate::histo::{median, min_max};
-use crate::json::Json;
 use crate::report::RunReport;
 use crate::scenario::{Headline, Variant};
 
@@ -102,7 +104,7 @@ impl Metric {
 }
 
 /// Median and range of one figure over a cell's runs.
-#[derive(Copy, Clone, Debug, PartialEq)]
+#[derive(Copy, Clone, Debug, PartialEq, Serialize)]
 pub struct Stat {
     /// Median of the runs.
     pub median: f64,
@@ -213,7 +215,7 @@ impl LabResults<'_> {
         let write = |name: &str, text: &str| {
             fs::write(dir.join(name), text).map_err(|e| format!("cannot write {name}: {e}"))
         };
-        write("results.json", &(self.to_json().pretty() + "\n"))?;
+        write("results.json", &(self.to_json() + "\n"))?;
         let markdown = self.markdown();
         write("results.md", &markdown)?;
         for (v, variant) in self.variants.iter().enumerate() {
@@ -233,45 +235,34 @@ impl LabResults<'_> {
     }
 
     /// `results.json`: the header, then per variant and model the summary and every run.
-    pub fn to_json(&self) -> Json {
-        let header = self
-            .header
+    pub fn to_json(&self) -> String {
+        let scenarios = self
+            .variants
             .iter()
-            .fold(Json::object(), |j, (k, v)| j.with(k, v.as_str()));
-        let variants = self.variants.iter().enumerate().map(|(v, variant)| {
-            let models = self.row(v).iter().map(|cell| {
-                let summary = metrics(variant.headline)
+            .enumerate()
+            .map(|(v, variant)| ScenarioJson {
+                name: variant.name,
+                about: variant.about,
+                models: self
+                    .row(v)
                     .iter()
-                    .fold(Json::object(), |j, m| {
-                        j.with(
-                            m.key(),
-                            cell.stat(*m).map(|s| {
-                                Json::object()
-                                    .with("median", s.median)
-                                    .with("min", s.min)
-                                    .with("max", s.max)
-                            }),
-                        )
-                    });
-                let runs = cell.outcomes.iter().map(|o| match &o.report {
-                    Some(r) => r.to_json().with("failure", o.failure.clone()),
-                    None => Json::object().with("failure", o.failure.clone()),
-                });
-                Json::object()
-                    .with("model", cell.model.as_str())
-                    .with("peer", cell.peer)
-                    .with("errors", cell.errors())
-                    .with("summary", summary)
-                    .with("runs", runs.collect::<Vec<_>>())
+                    .map(|cell| ModelJson {
+                        model: &cell.model,
+                        peer: cell.peer,
+                        errors: cell.errors(),
+                        summary: metrics(variant.headline)
+                            .iter()
+                            .map(|m| (m.key(), cell.stat(*m)))
+                            .collect(),
+                        runs: cell.outcomes.iter().map(RunJson::from).collect(),
+                    })
+                    .collect(),
             });
-            Json::object()
-                .with("name", variant.name)
-                .with("about", variant.about)
-                .with("models", models.collect::<Vec<_>>())
-        });
-        Json::object()
-            .with("lab", header)
-            .with("scenarios", variants.collect::<Vec<_>>())
+        let lab = LabJson {
+            lab: self.header.iter().cloned().collect(),
+            scenarios: scenarios.collect(),
+        };
+        serde_json::to_string_pretty(&lab).expect("results always serialise")
     }
 
     /// `results.md`: header, one table per scenario, the yardsticks, the errors.
@@ -405,6 +396,49 @@ fn bar(cell: &Cell, metric: Metric) -> Bar {
         low: stat.map_or(f64::NAN, |s| s.min),
         high: stat.map_or(f64::NAN, |s| s.max),
         peer: cell.peer,
+    }
+}
+
+/// `results.json` as written: the header, then the scenarios.
+#[derive(Serialize)]
+struct LabJson<'a> {
+    lab: BTreeMap<String, String>,
+    scenarios: Vec<ScenarioJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct ScenarioJson<'a> {
+    name: &'a str,
+    about: &'a str,
+    models: Vec<ModelJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct ModelJson<'a> {
+    model: &'a str,
+    peer: bool,
+    errors: u64,
+    summary: BTreeMap<&'static str, Option<Stat>>,
+    runs: Vec<RunJson<'a>>,
+}
+
+/// One run: the generator's report (flattened, `ok` first) and the server's failure if any.
+#[derive(Serialize)]
+struct RunJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ok: Option<bool>,
+    #[serde(flatten)]
+    report: Option<&'a RunReport>,
+    failure: Option<&'a str>,
+}
+
+impl<'a> From<&'a Outcome> for RunJson<'a> {
+    fn from(outcome: &'a Outcome) -> RunJson<'a> {
+        RunJson {
+            ok: outcome.report.as_ref().map(RunReport::ok),
+            report: outcome.report.as_ref(),
+            failure: outcome.failure.as_deref(),
+        }
     }
 }
 
