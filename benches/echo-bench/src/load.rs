@@ -281,9 +281,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let seconds = match unit {
         "" | "s" => value,
         "ms" => value / 1e3,
-        "us" => value / 1e6,
+        "us" | "µs" => value / 1e6,
         "m" => value * 60.0,
-        _ => return Err(format!("bad duration unit in {text:?} (ms, s, m)")),
+        _ => return Err(format!("bad duration unit in {text:?} (µs, ms, s, m)")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("bad duration {text:?}: {e}"))
 }
