@@ -118,8 +118,8 @@ pub fn run(args: &LabArgs) -> Result<bool, String> {
     };
     let reps = args.reps.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let scenarios = select(&args.scenarios, &scenario::ALL)?;
-    check_cpus(args)?;
-    let (planned, skipped) = plan(args)?;
+    let server_mask = server_mask(args)?;
+    let (planned, skipped) = plan(args, server_mask)?;
     for s in &skipped {
         eprintln!("skipped {}: {}", s.name, s.reason);
     }
@@ -276,8 +276,11 @@ fn brief(run: &RunRecord) -> String {
     }
 }
 
-/// Both CPU lists must be CPUs this process may use (its own mask, from taskset or a cpuset).
-fn check_cpus(args: &LabArgs) -> Result<(), String> {
+/// The CPUs the servers get: `--server-cpus`, or with only `--generator-cpus` the lab's own
+/// mask from before it pins itself (else the servers, spawned from the pinned thread, would
+/// inherit the generator's CPUs). Both lists must be CPUs this process may use (its own mask,
+/// from taskset or a cpuset).
+fn server_mask(args: &LabArgs) -> Result<Option<CpuList>, String> {
     let own = pin::current_thread_cpus().map_err(|e| format!("sched_getaffinity: {e}"))?;
     for (flag, list) in [
         ("--server-cpus", &args.server_cpus),
@@ -289,11 +292,18 @@ fn check_cpus(args: &LabArgs) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    Ok(match (&args.server_cpus, &args.generator_cpus) {
+        (Some(server), _) => Some(server.clone()),
+        (None, Some(_)) => Some(own),
+        (None, None) => None,
+    })
 }
 
 /// The servers to run, in table order, and the entries skipped. Builds what is needed.
-fn plan(args: &LabArgs) -> Result<(Vec<Planned>, Vec<Skipped>), String> {
+fn plan(
+    args: &LabArgs,
+    server_mask: Option<CpuList>,
+) -> Result<(Vec<Planned>, Vec<Skipped>), String> {
     let entries = models::named(models::TABLE, &args.models, args.peers)?;
     let root = models::workspace_root();
     let rawloop = |e: &&Entry| matches!(e.server, Server::Rawloop { .. });
@@ -334,13 +344,17 @@ fn plan(args: &LabArgs) -> Result<(Vec<Planned>, Vec<Skipped>), String> {
     Ok((
         runnable
             .into_iter()
-            .map(|entry| (spec(entry, &echo_server, &peers_dir, &help, args), entry))
+            .map(|entry| {
+                let mut spec = spec(entry, &echo_server, &peers_dir, &help, args);
+                spec.cpus = server_mask.clone();
+                (spec, entry)
+            })
             .collect(),
         skipped,
     ))
 }
 
-/// How to start `entry`'s server under the lab's options.
+/// How to start `entry`'s server under the lab's options (its CPUs are the caller's to set).
 fn spec(
     entry: &Entry,
     echo_server: &Path,
@@ -368,7 +382,7 @@ fn spec(
         name: entry.name.to_string(),
         program,
         args: server_args,
-        cpus: args.server_cpus.clone(),
+        cpus: None,
     }
 }
 

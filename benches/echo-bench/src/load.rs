@@ -16,9 +16,10 @@
 //! The workers are plain threads, each with its own epoll set (`reactor::Epoll`) and its own
 //! connections (connection `i` belongs to worker `i % threads`), sharing nothing but a few
 //! atomic counters for the progress line. The main thread only keeps the clock and samples
-//! `/proc`. Generator threads are not pinned to cores: on a small machine the server needs the
-//! same cores, and leaving both to the scheduler is the honest default; CPU time per message is
-//! the figure that does not depend on who got which core.
+//! `/proc`. The workers inherit the CPU affinity of the thread that calls [`run`]: the lab pins
+//! that thread with `--generator-cpus` (see [`crate::pin`]), and otherwise they go wherever the
+//! scheduler puts them; CPU time per message is the figure that does not depend on who got
+//! which core.
 
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
