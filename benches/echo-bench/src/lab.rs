@@ -267,6 +267,9 @@ fn brief(run: &RunRecord) -> String {
     if let Some(syscalls) = run.syscalls_per_msg.last() {
         line += &format!(", syscalls/msg {syscalls}");
     }
+    for note in &r.notes {
+        line += &format!(" (note: {note})");
+    }
     match (r.errors.total(), &run.failure) {
         (0, None) => line + ", ok",
         (n, failure) => {

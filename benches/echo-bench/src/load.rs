@@ -302,8 +302,9 @@ pub struct Samples {
     pub server_cpu: Option<(TreeCpu, TreeCpu)>,
     /// Generator CPU at the start and end of the window.
     pub client_cpu: Option<(Duration, Duration)>,
-    /// Start and end of the window as actually sampled.
-    pub window: Option<(Instant, Instant)>,
+    /// How long after the boundary it stands for (the window's start, and for a time-bound
+    /// run its end) a CPU sample finished, the larger of the two.
+    pub sample_lateness: Option<Duration>,
 }
 
 /// The main thread's part: wait for set-up, start the clock, sample, show progress.
@@ -319,11 +320,19 @@ fn control(cfg: &RunConfig, shared: &Shared) -> Samples {
     }
     let pid = cfg.server_pid;
     samples.mem_loaded = pid.and_then(|pid| procfs::tree_memory(pid).ok());
+    // Reading the CPU of a big tree takes a while (2,000 processes: tens to hundreds of ms on
+    // a busy machine). Rehearse one pass to know how long, then start each real pass that much
+    // before its boundary: every process is read while the load still runs, and each one's
+    // interval between the two passes lasts one window.
+    let rehearsal = Instant::now();
+    let _ = pid.map(procfs::tree_cpu);
+    let pass = rehearsal.elapsed();
     let start = Instant::now();
     let (warmup, duration) = match cfg.connect_only {
         Some(_) => (Duration::ZERO, cfg.duration),
         None => (cfg.warmup, cfg.duration),
     };
+    let lead = pass.min(warmup).min(duration / 4);
     let times = Times {
         start,
         warm_end: start + warmup,
@@ -333,21 +342,27 @@ fn control(cfg: &RunConfig, shared: &Shared) -> Samples {
     samples.times = Some(times);
     shared.publish(times);
     let mut progress = Progress::new(cfg.progress && io::stderr().is_terminal(), start);
-    progress.wait_until(times.warm_end, shared, cfg.threads);
+    progress.wait_until(times.warm_end - lead, shared, cfg.threads);
     let cpu_start = pid.and_then(|pid| procfs::tree_cpu(pid).ok());
     let self_start = procfs::self_cpu().ok();
-    let window_start = Instant::now();
-    let window_end = match cfg.connect_only {
+    let first_late = Instant::now().saturating_duration_since(times.warm_end);
+    let _ = match cfg.connect_only {
         // A connect-only run ends when its cycles are done, not at a fixed time.
         Some(_) => progress.wait_until(times.grace_end, shared, cfg.threads),
-        None => progress.wait_until(times.measure_end, shared, cfg.threads),
+        None => progress.wait_until(times.measure_end - lead, shared, cfg.threads),
     };
     let cpu_end = pid.and_then(|pid| procfs::tree_cpu(pid).ok());
     let self_end = procfs::self_cpu().ok();
+    let second_late = match cfg.connect_only {
+        // The load has stopped by the time a connect-only run ends: a late sample adds
+        // nothing to it.
+        Some(_) => Duration::ZERO,
+        None => Instant::now().saturating_duration_since(times.measure_end),
+    };
     samples.mem_after = pid.and_then(|pid| procfs::tree_memory(pid).ok());
     samples.server_cpu = cpu_start.zip(cpu_end);
     samples.client_cpu = self_start.zip(self_end);
-    samples.window = Some((window_start, window_end));
+    samples.sample_lateness = Some(first_late.max(second_late));
     progress.finish();
     samples
 }

@@ -41,6 +41,7 @@ pub fn results(file: &LabFile) -> String {
         syscall_breakdown(&mut md, &scenario.models);
     }
     yardsticks(&mut md, file);
+    notes(&mut md, file);
     errors(&mut md, file);
     md
 }
@@ -250,6 +251,32 @@ fn yardsticks(md: &mut String, file: &LabFile) {
         md.push_str("\n## Yardsticks\n\n");
         for line in lines {
             let _ = writeln!(md, "- {line}");
+        }
+    }
+}
+
+/// What the generator noted about single runs (CPU left out of a run sampled too late).
+fn notes(md: &mut String, file: &LabFile) {
+    let mut lines = Vec::new();
+    for scenario in &file.scenarios {
+        for model in &scenario.models {
+            for (rep, run) in model.runs.iter().enumerate() {
+                let notes = run.report.iter().flat_map(|r| &r.notes);
+                for note in notes {
+                    lines.push(format!(
+                        "- {} / {}, run {}: {note}",
+                        scenario.name,
+                        model.model,
+                        rep + 1
+                    ));
+                }
+            }
+        }
+    }
+    if !lines.is_empty() {
+        md.push_str("\n## Notes\n\n");
+        for line in lines {
+            let _ = writeln!(md, "{line}");
         }
     }
 }

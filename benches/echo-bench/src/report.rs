@@ -203,6 +203,9 @@ pub struct RunReport {
     /// CPU time of the generator in the window, in microseconds per message.
     #[serde(deserialize_with = "nan_if_null")]
     pub client_cpu_us_per_msg: f64,
+    /// What the reader should know about this run's figures (e.g. CPU left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// A report as `--json` prints it: `ok` first, then every field of the report.
@@ -255,10 +258,12 @@ impl RunReport {
                 .error_samples
                 .push("set-up did not finish in time".into());
         }
-        let window = match (cfg.connect_only, samples.times, samples.window) {
-            (Some(_), Some(times), _) => last_echo.map(|end| end - times.start),
-            (None, _, Some((start, end))) => Some(end - start),
-            _ => None,
+        // The workers count exactly the echoes completed between `warm_end` and
+        // `measure_end`, whenever the main thread happens to look.
+        let window = match (cfg.connect_only, samples.times) {
+            (Some(_), Some(times)) => last_echo.map(|end| end - times.start),
+            (None, Some(times)) => Some(times.measure_end - times.warm_end),
+            (_, None) => None,
         };
         report.window_s = window.map_or(0.0, |w| w.as_secs_f64());
         report.msgs_per_sec = report.messages as f64 / report.window_s;
@@ -266,7 +271,22 @@ impl RunReport {
         report.latency = all.summary();
         report.cheap_latency = cheap.summary();
         report.greedy_latency = greedy.summary();
-        let per_msg = |us: f64| us / report.messages as f64;
+        // CPU read well after the window's edges covers the drain or misses load: leave the
+        // per-message figures out rather than print wrong ones.
+        let late = samples.sample_lateness.unwrap_or_default().as_secs_f64();
+        let cpu_ok = late <= report.window_s / 10.0;
+        if !cpu_ok {
+            report.notes.push(format!(
+                "CPU sampled {:.0} ms past the window's edge (window {:.0} ms; the machine was \
+                 too busy): CPU and context switches per message left out",
+                late * 1e3,
+                report.window_s * 1e3
+            ));
+        }
+        let per_msg = |us: f64| match cpu_ok {
+            true => us / report.messages as f64,
+            false => f64::NAN,
+        };
         if let Some((start, end)) = samples.client_cpu {
             report.client_cpu_us_per_msg = per_msg(end.saturating_sub(start).as_secs_f64() * 1e6);
         }
@@ -321,6 +341,7 @@ impl RunReport {
             idle_established: 0,
             server: None,
             client_cpu_us_per_msg: f64::NAN,
+            notes: Vec::new(),
         }
     }
 
@@ -406,6 +427,9 @@ impl RunReport {
         out.push('\n');
         for sample in &self.error_samples {
             let _ = writeln!(out, "    {sample}");
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "  note: {note}");
         }
         out
     }

@@ -277,23 +277,23 @@ impl RunRecord {
 impl Metric {
     /// The figure in one run, when it has one.
     pub fn of(self, run: &RunRecord) -> Option<f64> {
-        if self == Metric::Syscalls {
-            return syscalls_total(run.syscalls_per_msg.last()?);
-        }
-        let r = run.report.as_ref()?;
-        let server = r.server.as_ref();
+        let report = || run.report.as_ref();
+        let server = || report()?.server.as_ref();
         let value = match self {
-            Metric::MsgsPerSec => r.msgs_per_sec,
-            Metric::MibPerSec => r.bytes as f64 / r.window_s / (1 << 20) as f64,
-            Metric::P99 => r.latency?.p99_us,
-            Metric::CheapP99 => r.cheap_latency?.p99_us,
-            Metric::GreedyP99 => r.greedy_latency?.p99_us,
-            Metric::ServerCpu => server?.cpu_us_per_msg,
-            Metric::ServerSwitches => server?.switches_per_msg,
-            Metric::Syscalls => unreachable!("handled above"),
-            Metric::ClientCpu => r.client_cpu_us_per_msg,
-            Metric::PssPerConn => server?.pss_per_conn,
-            Metric::RssPerConn => server?.rss_per_conn,
+            Metric::MsgsPerSec => report()?.msgs_per_sec,
+            Metric::MibPerSec => {
+                let r = report()?;
+                r.bytes as f64 / r.window_s / (1 << 20) as f64
+            }
+            Metric::P99 => report()?.latency?.p99_us,
+            Metric::CheapP99 => report()?.cheap_latency?.p99_us,
+            Metric::GreedyP99 => report()?.greedy_latency?.p99_us,
+            Metric::ServerCpu => server()?.cpu_us_per_msg,
+            Metric::ServerSwitches => server()?.switches_per_msg,
+            Metric::Syscalls => syscalls_total(run.syscalls_per_msg.last()?)?,
+            Metric::ClientCpu => report()?.client_cpu_us_per_msg,
+            Metric::PssPerConn => server()?.pss_per_conn,
+            Metric::RssPerConn => server()?.rss_per_conn,
         };
         value.is_finite().then_some(value)
     }

@@ -45,8 +45,13 @@ fn quick_lab_writes_results_and_charts() {
     let file = LabFile::read(&out.join("results.json")).expect("results.json reads back");
     assert_eq!(file.reps(), 1);
     let pingpong = file.find("pingpong", "event-loop").expect("pingpong ran");
-    let server = pingpong.runs[0].report.as_ref().unwrap().server.unwrap();
-    assert!(server.switches_per_msg.is_finite(), "{server:?}");
+    let report = pingpong.runs[0].report.as_ref().unwrap();
+    let server = report.server.unwrap();
+    // Left out (with a note) only when the machine was too busy to sample /proc on time.
+    assert!(
+        server.switches_per_msg.is_finite() || !report.notes.is_empty(),
+        "{server:?}"
+    );
     assert!(file.find("idle-memory", "event-loop").is_some());
     for chart in [
         "pingpong-msgs-per-sec.svg",
