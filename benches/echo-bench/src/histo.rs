@@ -11,12 +11,13 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 /// Largest latency the histogram can hold: longer ones are clamped to it (and a message that
 /// takes that long is reported as stalled anyway).
 const MAX_NANOS: u64 = 3_600 * 1_000_000_000;
 
-/// Three significant digits: a 25.3 us median is told apart from 25.4 us.
+/// Three significant digits: a 25.3 µs median is told apart from 25.4 µs.
 const SIGNIFICANT_DIGITS: u8 = 3;
 
 /// A latency histogram in nanoseconds.
@@ -25,22 +26,28 @@ pub struct Latency {
     histogram: Histogram<u64>,
 }
 
-/// The percentiles a report shows, in microseconds.
-#[derive(Copy, Clone, Debug, Default, PartialEq)]
+/// The percentiles a report shows, in microseconds (JSON: `latency_us: {p50, p99...}`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
     /// Number of messages recorded.
     pub count: u64,
     /// Mean latency.
+    #[serde(rename = "mean")]
     pub mean_us: f64,
     /// Median.
+    #[serde(rename = "p50")]
     pub p50_us: f64,
     /// 90th percentile.
+    #[serde(rename = "p90")]
     pub p90_us: f64,
     /// 99th percentile: one message in a hundred waits longer.
+    #[serde(rename = "p99")]
     pub p99_us: f64,
     /// 99.9th percentile.
+    #[serde(rename = "p99_9")]
     pub p999_us: f64,
     /// The slowest message.
+    #[serde(rename = "max")]
     pub max_us: f64,
 }
 

@@ -6,47 +6,36 @@
 //! (A A A, B B B, C C C) spreads slow drifts of the machine (thermal throttling, a neighbour's
 //! build, the page cache) over all models instead of charging them to whichever ran last.
 //!
-//! The servers are started normally, unpinned, and so are the generator's threads: on a two-core
-//! machine any pinning would have to put the two on the same cores anyway, and `echo-bench`
-//! deliberately has no libc to call `sched_setaffinity`. Models that pin their own workers
-//! (`--pin`) do so as they would in production. The figure that stays fair whatever the
-//! scheduler does is CPU time per message, which every table shows.
+//! The models come from a table ([`crate::models`]): `echo-server` models, variants of them
+//! with other flags, and the peers of `benches/peers` (tokio multi-thread, tokio
+//! current-thread, std threads), which speak the lines protocol too and take part in every
+//! scenario. Entries the server does not offer yet are skipped with a note.
 //!
-//! The peers (`--peers`: tokio multi-thread, tokio current-thread, std threads) come from the
-//! `benches/peers` workspace, built here with cargo, and run as extra models in the same loop.
-//! They speak the lines protocol too, so they take part in every scenario.
+//! Pinning is the lab's choice, not the models': without `--server-cpus` and
+//! `--generator-cpus` nothing is pinned by the lab (rawloop models that pin their own workers
+//! do so, on cores 0..N). With them, the generator's threads and each server run on their own
+//! CPUs ([`crate::pin`]), rawloop servers get `--no-pin` so that one rule places every model
+//! and peer, and the server's affinity is read back from `/proc` after every run. On a
+//! two-core machine an unpinned lab mostly measures the scheduler; the figure that stays fair
+//! whatever the scheduler does is CPU time per message, which every table shows.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 
 use crate::load::{self, parse_duration, RunConfig};
-use crate::results::{Cell, LabResults, Outcome};
+use crate::models::{self, Entry, Server, ServerHelp, Skipped};
+use crate::pin::{self, CpuList};
+use crate::procfs;
+use crate::results::{Header, LabFile, ModelRecord, RunRecord, ScenarioRecord};
 use crate::scenario::{self, Timing, Variant};
-use crate::server::{RunningServer, ServerSpec};
+use crate::server::{final_syscalls_per_msg, RunningServer, ServerSpec};
 use crate::verify::Protocol;
 
-/// Every model of `echo-server`, in the order the lab reports them.
-pub const MODELS: [&str; 8] = [
-    "event-loop",
-    "thread-per-conn",
-    "process-per-conn",
-    "listener-pool",
-    "reactor-pool",
-    "reactor-offload",
-    "reuseport",
-    "prefork",
-];
-
-/// The peers: lab name and binary in `benches/peers`.
-pub const PEERS: [(&str, &str); 3] = [
-    ("tokio-mt", "peer-tokio-mt"),
-    ("tokio-ct", "peer-tokio-ct"),
-    ("std-threads", "peer-std-threads"),
-];
+/// A server the lab will run, and the table entry it comes from.
+type Planned = (ServerSpec, &'static Entry);
 
 /// How long a server may take to print `listening on`.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,17 +45,20 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Options of `echo-bench lab`.
 #[derive(Args, Debug, Clone)]
 pub struct LabArgs {
-    /// Models to run: `all` or a comma-separated list (peer names allowed: tokio-mt...).
+    /// Models to run, comma-separated: `all` (every model echo-server offers), `variants`
+    /// (models with other flags, e.g. reactor-pool-oneshot), `peers`, or lab names
+    /// (event-loop, tokio-mt...). `all,variants` runs both.
     #[arg(long, default_value = "all")]
     pub models: String,
     /// Scenarios: `all` or a comma-separated list of pingpong, stream, many, accept,
     /// idle-memory, greedy.
     #[arg(long, default_value = "all")]
     pub scenarios: String,
-    /// Smoke test: small counts, short runs, one repetition; finishes in under a minute.
+    /// Smoke test: small counts, short runs, one repetition; finishes in about a minute.
     #[arg(long)]
     pub quick: bool,
-    /// Also run the tokio and std peers (built from benches/peers).
+    /// Also run the tokio and std peers (built from benches/peers); same as adding `peers`
+    /// to --models.
     #[arg(long)]
     pub peers: bool,
     /// Output directory for results.json, results.md, the charts and the servers' logs.
@@ -90,10 +82,27 @@ pub struct LabArgs {
     /// `--workers N` for every server (default: each server's own default).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Run every server on these CPUs (kernel list format: 0, 0,2, 0-1), set before exec and
+    /// inherited by all its threads; rawloop servers then get --no-pin.
+    #[arg(long, value_name = "LIST")]
+    pub server_cpus: Option<CpuList>,
+    /// Run the generator's threads on these CPUs.
+    #[arg(long, value_name = "LIST")]
+    pub generator_cpus: Option<CpuList>,
+    /// Pass --syscall-stats to rawloop servers and report syscalls per message from their
+    /// final stats line (counting costs them a little, so it is off by default).
+    #[arg(long)]
+    pub syscall_stats: bool,
+    /// Run nothing: read OUT/results.json and write OUT/results.md and the charts again.
+    #[arg(long)]
+    pub replot: bool,
 }
 
 /// Runs the lab; `Ok(true)` when no run counted any error.
 pub fn run(args: &LabArgs) -> Result<bool, String> {
+    if args.replot {
+        return replot(&args.out);
+    }
     let started = Instant::now();
     // Thousands of sockets on both sides; the servers inherit the raised limit.
     let _ = reactor::process::raise_nofile_limit();
@@ -109,57 +118,87 @@ pub fn run(args: &LabArgs) -> Result<bool, String> {
     };
     let reps = args.reps.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let scenarios = select(&args.scenarios, &scenario::ALL)?;
-    let specs = servers(args)?;
+    let server_mask = server_mask(args)?;
+    let (planned, skipped) = plan(args, server_mask)?;
+    for s in &skipped {
+        eprintln!("skipped {}: {}", s.name, s.reason);
+    }
+    // After the builds, which deserve every core: from here on this thread and every
+    // generator thread it starts run on the generator's CPUs.
+    if let Some(cpus) = &args.generator_cpus {
+        pin::pin_current_thread(cpus).map_err(|e| format!("--generator-cpus: {e}"))?;
+    }
     let variants = scenario::variants(&scenarios, timing);
     let logs = args.out.join("logs");
     fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
-    let mut cells: Vec<Cell> = Vec::new();
-    for variant in &variants {
-        for (spec, peer) in &specs {
-            let model = spec.name.clone();
-            cells.push(Cell {
-                variant: variant.name,
-                model,
-                peer: *peer,
-                outcomes: Vec::new(),
-            });
-        }
-    }
-    let total = variants.len() * reps * specs.len();
+    let mut file = LabFile {
+        lab: Header::default(),
+        skipped,
+        scenarios: variants.iter().map(|v| record(v, &planned)).collect(),
+    };
+    let total = variants.len() * reps * planned.len();
     let mut done = 0;
     for (v, variant) in variants.iter().enumerate() {
         for rep in 0..reps {
-            for (s, (spec, _)) in specs.iter().enumerate() {
-                let outcome = run_one(spec, variant, args.workers, &logs);
+            for (m, (spec, _)) in planned.iter().enumerate() {
+                let run = run_one(spec, variant, args.workers, &logs);
                 done += 1;
                 eprintln!(
                     "[{done}/{total}] {} rep {}/{reps} {}: {}",
                     variant.name,
                     rep + 1,
                     spec.name,
-                    brief(&outcome)
+                    brief(&run)
                 );
-                cells[v * specs.len() + s].outcomes.push(outcome);
+                file.scenarios[v].models[m].runs.push(run);
             }
         }
     }
-    let results = LabResults {
-        variants: &variants,
-        cells: &cells,
-        n_models: specs.len(),
-        header: header(args, reps, timing, started.elapsed()),
-    };
-    let markdown = results.write(&args.out)?;
+    file.lab = header(args, reps, timing, started.elapsed());
+    let markdown = file.write(&args.out)?;
     println!("{markdown}");
     eprintln!(
         "wrote {}/results.md, results.json and charts",
         args.out.display()
     );
-    Ok(cells.iter().all(|c| c.errors() == 0))
+    Ok(all_ok(&file))
 }
 
-/// One run: fresh server, generator, stop.
-fn run_one(spec: &ServerSpec, variant: &Variant, workers: Option<usize>, logs: &Path) -> Outcome {
+/// `--replot`: the Markdown and the charts again from `dir/results.json`.
+fn replot(dir: &Path) -> Result<bool, String> {
+    let file = LabFile::read(&dir.join("results.json"))?;
+    let markdown = file.render(dir)?;
+    println!("{markdown}");
+    eprintln!("wrote {}/results.md and charts", dir.display());
+    Ok(all_ok(&file))
+}
+
+fn all_ok(file: &LabFile) -> bool {
+    file.scenarios
+        .iter()
+        .flat_map(|s| &s.models)
+        .all(|m| m.runs.iter().all(|r| r.errors() == 0))
+}
+
+/// An empty record of a scenario variant, a model per planned server.
+fn record(variant: &Variant, planned: &[Planned]) -> ScenarioRecord {
+    ScenarioRecord {
+        name: variant.name.to_string(),
+        about: variant.about.to_string(),
+        models: planned
+            .iter()
+            .map(|(spec, entry)| ModelRecord {
+                model: spec.name.clone(),
+                group: entry.group,
+                peer: entry.group == models::Group::Peer,
+                ..ModelRecord::default()
+            })
+            .collect(),
+    }
+}
+
+/// One run: fresh server, generator, affinity read back, stop.
+fn run_one(spec: &ServerSpec, variant: &Variant, workers: Option<usize>, logs: &Path) -> RunRecord {
     let mut extra = Vec::new();
     if variant.template.protocol == Protocol::Lines {
         extra.extend(["--protocol".to_string(), "lines".to_string()]);
@@ -170,12 +209,7 @@ fn run_one(spec: &ServerSpec, variant: &Variant, workers: Option<usize>, logs: &
     let log = logs.join(format!("{}.log", spec.name));
     let server = match RunningServer::start(spec, &extra, Some(&log), START_TIMEOUT) {
         Ok(server) => server,
-        Err(e) => {
-            return Outcome {
-                report: None,
-                failure: Some(e),
-            }
-        }
+        Err(e) => return RunRecord::new(None, Some(e)),
     };
     let cfg = RunConfig {
         addr: server.addr,
@@ -183,42 +217,60 @@ fn run_one(spec: &ServerSpec, variant: &Variant, workers: Option<usize>, logs: &
         ..variant.template.clone()
     };
     let report = load::run(&cfg);
-    let stopped = server
-        .stop(STOP_TIMEOUT)
-        .map_err(|e| format!("{}: {e}", spec.name));
-    match report {
-        Ok(report) => Outcome {
-            report: Some(report),
-            failure: stopped.err(),
-        },
-        Err(e) => Outcome {
-            report: None,
-            failure: Some(e),
-        },
-    }
+    // After the load, when every thread and child the server starts exists.
+    let seen = procfs::tree_cpus_allowed(server.pid)
+        .ok()
+        .and_then(CpuList::from_set);
+    let strayed = match (&spec.cpus, &seen) {
+        (Some(wanted), Some(seen)) if !wanted.contains_all(seen) => Some(format!(
+            "{}: threads allowed on CPUs {seen}, outside --server-cpus {wanted}",
+            spec.name
+        )),
+        _ => None,
+    };
+    let (lines, stop_failure) = match server.stop(STOP_TIMEOUT) {
+        Ok(lines) => (lines, None),
+        Err(e) => (Vec::new(), Some(format!("{}: {e}", spec.name))),
+    };
+    let mut run = match report {
+        Ok(report) => RunRecord::new(Some(report), strayed.or(stop_failure)),
+        Err(e) => RunRecord::new(None, Some(e)),
+    };
+    run.server_cpus = seen;
+    run.syscalls_per_msg = final_syscalls_per_msg(&lines);
+    run
 }
 
 /// One line per run on stderr while the lab goes.
-fn brief(outcome: &Outcome) -> String {
-    let Some(r) = &outcome.report else {
-        return format!("FAILED {}", outcome.failure.as_deref().unwrap_or("?"));
+fn brief(run: &RunRecord) -> String {
+    let Some(r) = &run.report else {
+        return format!("FAILED {}", run.failure.as_deref().unwrap_or("?"));
     };
     let mut line = match r.config.conns {
         0 => format!("{} idle connections", r.idle_established),
         _ => format!("{:.0} msg/s", r.msgs_per_sec),
     };
     if let Some(l) = r.cheap_latency.or(r.latency) {
-        line += &format!(", p99 {:.0} us", l.p99_us);
+        line += &format!(", p99 {:.0} µs", l.p99_us);
     }
     if let Some(s) = &r.server {
         if s.cpu_us_per_msg.is_finite() {
-            line += &format!(", server {:.2} us/msg", s.cpu_us_per_msg);
+            line += &format!(
+                ", server {:.2} µs/msg, {:.3} switches/msg",
+                s.cpu_us_per_msg, s.switches_per_msg
+            );
         }
         if r.config.idle > 0 {
-            line += &format!(", {:.0} B/conn", s.rss_per_conn);
+            line += &format!(", {:.0} B/conn (PSS)", s.pss_per_conn);
         }
     }
-    match (r.errors.total(), &outcome.failure) {
+    if let Some(syscalls) = run.syscalls_per_msg.last() {
+        line += &format!(", syscalls/msg {syscalls}");
+    }
+    for note in &r.notes {
+        line += &format!(" (note: {note})");
+    }
+    match (r.errors.total(), &run.failure) {
         (0, None) => line + ", ok",
         (n, failure) => {
             let first = r.error_samples.first().or(failure.as_ref());
@@ -227,58 +279,114 @@ fn brief(outcome: &Outcome) -> String {
     }
 }
 
-/// The servers to run, each with whether it is a peer.
-fn servers(args: &LabArgs) -> Result<Vec<(ServerSpec, bool)>, String> {
-    let peer_names: Vec<&str> = PEERS.iter().map(|p| p.0).collect();
-    let known: Vec<&str> = MODELS.iter().chain(&peer_names).copied().collect();
-    let mut names = match args.models.as_str() {
-        "all" => MODELS.iter().map(|m| m.to_string()).collect(),
-        list => select(list, &known)?,
-    };
-    if args.peers {
-        for peer in &peer_names {
-            if !names.iter().any(|n| n == peer) {
-                names.push(peer.to_string());
-            }
+/// The CPUs the servers get: `--server-cpus`, or with only `--generator-cpus` the lab's own
+/// mask from before it pins itself (else the servers, spawned from the pinned thread, would
+/// inherit the generator's CPUs). Both lists must be CPUs this process may use (its own mask,
+/// from taskset or a cpuset).
+fn server_mask(args: &LabArgs) -> Result<Option<CpuList>, String> {
+    let own = pin::current_thread_cpus().map_err(|e| format!("sched_getaffinity: {e}"))?;
+    for (flag, list) in [
+        ("--server-cpus", &args.server_cpus),
+        ("--generator-cpus", &args.generator_cpus),
+    ] {
+        if let Some(list) = list.as_ref().filter(|list| !own.contains_all(list)) {
+            return Err(format!(
+                "{flag} {list}: this process may only use CPUs {own}"
+            ));
         }
     }
-    let root = workspace_root();
-    let wants_models = names.iter().any(|n| MODELS.contains(&n.as_str()));
-    let echo_server = match (&args.server_bin, wants_models) {
-        (Some(path), _) => path.clone(),
-        (None, true) => build_echo_server(&root)?,
-        (None, false) => PathBuf::new(),
+    Ok(match (&args.server_cpus, &args.generator_cpus) {
+        (Some(server), _) => Some(server.clone()),
+        (None, Some(_)) => Some(own),
+        (None, None) => None,
+    })
+}
+
+/// The servers to run, in table order, and the entries skipped. Builds what is needed.
+fn plan(
+    args: &LabArgs,
+    server_mask: Option<CpuList>,
+) -> Result<(Vec<Planned>, Vec<Skipped>), String> {
+    let entries = models::named(models::TABLE, &args.models, args.peers)?;
+    let root = models::workspace_root();
+    let rawloop = |e: &&Entry| matches!(e.server, Server::Rawloop { .. });
+    let (echo_server, help) = match (&args.server_bin, entries.iter().any(rawloop)) {
+        (_, false) => (PathBuf::new(), ServerHelp::default()),
+        (Some(path), true) => (path.clone(), ServerHelp::of(path)?),
+        (None, true) => {
+            let path = models::build_echo_server(&root)?;
+            let help = ServerHelp::of(&path)?;
+            (path, help)
+        }
     };
-    let wants_peers = names.iter().any(|n| peer_names.contains(&n.as_str()));
-    let peers_dir = if wants_peers {
-        build_peers(&root)?
+    let mut skipped = Vec::new();
+    let mut runnable = Vec::new();
+    for entry in entries {
+        match help.missing(&entry.server) {
+            Some(reason) => skipped.push(Skipped {
+                name: entry.name.to_string(),
+                reason,
+            }),
+            None => runnable.push(entry),
+        }
+    }
+    let peers = runnable
+        .iter()
+        .any(|e| matches!(e.server, Server::Peer { .. }));
+    let peers_dir = if peers {
+        models::build_peers(&root)?
     } else {
         PathBuf::new()
     };
-    Ok(names
-        .into_iter()
-        .map(|name| match PEERS.iter().find(|p| p.0 == name) {
-            Some((_, bin)) => (
-                ServerSpec {
-                    name,
-                    program: peers_dir.join(bin),
-                    args: vec![],
-                },
-                true,
-            ),
-            None => {
-                let args = vec!["--model".to_string(), name.clone()];
-                (
-                    ServerSpec {
-                        name,
-                        program: echo_server.clone(),
-                        args,
-                    },
-                    false,
-                )
+    if runnable.is_empty() {
+        return Err(format!(
+            "nothing to run: --models {} selects no available model",
+            args.models
+        ));
+    }
+    Ok((
+        runnable
+            .into_iter()
+            .map(|entry| {
+                let mut spec = spec(entry, &echo_server, &peers_dir, &help, args);
+                spec.cpus = server_mask.clone();
+                (spec, entry)
+            })
+            .collect(),
+        skipped,
+    ))
+}
+
+/// How to start `entry`'s server under the lab's options (its CPUs are the caller's to set).
+fn spec(
+    entry: &Entry,
+    echo_server: &Path,
+    peers_dir: &Path,
+    help: &ServerHelp,
+    args: &LabArgs,
+) -> ServerSpec {
+    let (program, server_args) = match entry.server {
+        Server::Rawloop { model, args: extra } => {
+            let mut server_args = vec!["--model".to_string(), model.to_string()];
+            server_args.extend(extra.iter().map(|a| a.to_string()));
+            // With a CPU list the lab places the server; echo-server's own pinning would add
+            // a second rule (worker i on the i-th CPU) that the peers do not have.
+            if args.server_cpus.is_some() && help.has("--no-pin") {
+                server_args.push("--no-pin".into());
             }
-        })
-        .collect())
+            if args.syscall_stats && help.has("--syscall-stats") {
+                server_args.push("--syscall-stats".into());
+            }
+            (echo_server.to_path_buf(), server_args)
+        }
+        Server::Peer { bin } => (peers_dir.join(bin), Vec::new()),
+    };
+    ServerSpec {
+        name: entry.name.to_string(),
+        program,
+        args: server_args,
+        cpus: None,
+    }
 }
 
 /// `all` or a comma-separated subset of `known`, in the order given.
@@ -299,79 +407,34 @@ fn select(list: &str, known: &[&str]) -> Result<Vec<String>, String> {
         .collect()
 }
 
-/// The repository root: this crate lives in `benches/echo-bench`.
-fn workspace_root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    here.canonicalize().unwrap_or(here)
-}
-
-/// Where cargo puts its output for a manifest under `default`: `CARGO_TARGET_DIR` wins.
-fn target_dir(default: PathBuf) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or(default, PathBuf::from)
-}
-
-/// Builds `echo-server` in release mode (a no-op when up to date) and returns its path. A lab
-/// run against a stale binary would measure yesterday's code, so it is always rebuilt; if cargo
-/// is missing but a binary exists, that binary is used with a warning.
-fn build_echo_server(root: &Path) -> Result<PathBuf, String> {
-    let bin = target_dir(root.join("target")).join("release/echo-server");
-    let args = ["build", "--release", "--bin", "echo-server"];
-    cargo(root, &args, &bin)?;
-    Ok(bin)
-}
-
-/// Builds the peers workspace and returns the directory of its binaries.
-fn build_peers(root: &Path) -> Result<PathBuf, String> {
-    let manifest = root.join("benches/peers/Cargo.toml");
-    let dir = target_dir(root.join("benches/peers/target")).join("release");
-    let manifest = manifest.to_string_lossy().into_owned();
-    cargo(
-        root,
-        &["build", "--release", "--manifest-path", &manifest],
-        &dir.join(PEERS[0].1),
-    )?;
-    Ok(dir)
-}
-
-fn cargo(root: &Path, args: &[&str], product: &Path) -> Result<(), String> {
-    eprintln!("cargo {}", args.join(" "));
-    let status = Command::new("cargo").args(args).current_dir(root).status();
-    match status {
-        Ok(s) if s.success() => Ok(()),
-        _ if product.exists() => {
-            log::warn!(
-                "cargo {} failed; using the existing {}",
-                args.join(" "),
-                product.display()
-            );
-            Ok(())
-        }
-        Ok(s) => Err(format!("cargo {} failed: {s}", args.join(" "))),
-        Err(e) => Err(format!("cannot run cargo: {e}")),
-    }
-}
-
-/// The context printed at the top of results.md and results.json.
-fn header(args: &LabArgs, reps: usize, timing: Timing, took: Duration) -> Vec<(String, String)> {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+/// The conditions of the lab, for results.md, results.json and every chart.
+fn header(args: &LabArgs, reps: usize, timing: Timing, took: Duration) -> Header {
+    // Every online CPU of the machine, not the lab's own mask (narrower once pinned).
+    let cores = fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|list| list.trim().parse::<CpuList>().ok())
+        .map_or_else(
+            || std::thread::available_parallelism().map_or(0, |n| n.get()),
+            |l| l.len(),
+        );
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let unix = SystemTime::now()
+    let finished_unix = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let command: Vec<String> = std::env::args().collect();
-    vec![
-        ("command".into(), format!("`{}`", command.join(" "))),
-        ("machine".into(), format!("{cores} cores, Linux {}", kernel.trim())),
-        ("finished (unix time)".into(), unix.to_string()),
-        ("lab took".into(), format!("{:.0} s", took.as_secs_f64())),
-        (
-            "runs".into(),
-            format!(
-                "{reps} per model and scenario, models interleaved; window {:?} after {:?} warm-up; \
-                 {} generator thread(s); a fresh server per run",
-                timing.duration, timing.warmup, timing.threads
-            ),
-        ),
-        ("workers".into(), args.workers.map_or("each server's default".into(), |n| n.to_string())),
-    ]
+    Header {
+        command: format!("`{}`", command.join(" ")),
+        machine: format!("{cores} cores, Linux {}", kernel.trim()),
+        finished_unix,
+        took_s: took.as_secs_f64(),
+        quick: args.quick,
+        reps,
+        window_s: timing.duration.as_secs_f64(),
+        warmup_s: timing.warmup.as_secs_f64(),
+        generator_threads: timing.threads,
+        server_workers: args.workers,
+        server_cpus: args.server_cpus.clone(),
+        generator_cpus: args.generator_cpus.clone(),
+        syscall_stats: args.syscall_stats,
+    }
 }

@@ -16,25 +16,30 @@
 //! - [`conn`]: one client connection: nonblocking connect, send queue, echo checking.
 //! - [`verify`]: the payload pattern and the byte-for-byte checker.
 //! - [`histo`]: latency histograms (HdrHistogram), medians.
-//! - [`procfs`]: CPU time and memory of a server's process tree.
-//! - [`report`]: a run's figures and errors, as a table or JSON.
-//! - [`json`]: the small JSON writer behind `--json` and `results.json`.
+//! - [`procfs`]: CPU time, context switches and memory of a server's process tree.
+//! - [`report`]: a run's figures and errors, as a table or JSON (serde).
 //! - [`lab`]: the lab: scenarios x models, interleaved and repeated.
 //! - [`scenario`]: the lab's scenarios and their generator settings.
-//! - [`results`]: medians and ranges; `results.json`, `results.md`, the charts.
+//! - [`models`]: the lab's table of models, variants and peers, checked against the server.
+//! - [`pin`]: CPU lists and affinity for `--server-cpus` and `--generator-cpus`.
 //! - [`server`]: starting and stopping a server under test.
-//! - [`chart`]: SVG charts with `plotters`.
+//! - [`results`]: every run's record, medians and ranges, `results.json` (serde).
+//! - [`markdown`]: the page a person reads, `results.md`.
+//! - [`charts`]: which charts the lab draws, and their words.
+//! - [`chart`]: SVG bar charts with `plotters`, on a scale that shows every bar.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod chart;
+pub mod charts;
 pub mod conn;
 pub mod histo;
-pub mod json;
 pub mod lab;
-
 pub mod load;
+pub mod markdown;
+pub mod models;
+pub mod pin;
 pub mod procfs;
 pub mod report;
 pub mod results;

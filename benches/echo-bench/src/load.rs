@@ -16,9 +16,10 @@
 //! The workers are plain threads, each with its own epoll set (`reactor::Epoll`) and its own
 //! connections (connection `i` belongs to worker `i % threads`), sharing nothing but a few
 //! atomic counters for the progress line. The main thread only keeps the clock and samples
-//! `/proc`. Generator threads are not pinned to cores: on a small machine the server needs the
-//! same cores, and leaving both to the scheduler is the honest default; CPU time per message is
-//! the figure that does not depend on who got which core.
+//! `/proc`. The workers inherit the CPU affinity of the thread that calls [`run`]: the lab pins
+//! that thread with `--generator-cpus` (see [`crate::pin`]), and otherwise they go wherever the
+//! scheduler puts them; CPU time per message is the figure that does not depend on who got
+//! which core.
 
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
@@ -27,14 +28,18 @@ use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::histo::Latency;
 use crate::procfs::{self, TreeCpu, TreeMemory};
 use crate::report::{ErrorCounts, RunReport};
 use crate::verify::{MessageFormat, Protocol};
 use crate::worker;
 
-/// Everything that defines a run (the command line of `echo-bench`).
-#[derive(Clone, Debug)]
+/// Everything that defines a run (the command line of `echo-bench`). In JSON durations are
+/// seconds (`duration_s`...), and fields that older reports lack take the defaults of
+/// [`RunConfig::new`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunConfig {
     /// The echo server.
     pub addr: SocketAddr,
@@ -45,8 +50,10 @@ pub struct RunConfig {
     /// Messages in flight per connection (1 = ping-pong).
     pub depth: usize,
     /// Length of the measured window.
+    #[serde(rename = "duration_s", with = "seconds")]
     pub duration: Duration,
     /// Load before the measured window, not recorded.
+    #[serde(rename = "warmup_s", with = "seconds")]
     pub warmup: Duration,
     /// Worker threads of the generator.
     pub threads: usize,
@@ -63,14 +70,27 @@ pub struct RunConfig {
     /// How many of the active connections send `WORK` lines (lines protocol).
     pub greedy: usize,
     /// The server's process id, for its CPU time and memory.
+    #[serde(default)]
     pub server_pid: Option<u32>,
     /// How long after the window the echoes still due may take.
+    #[serde(rename = "grace_s", with = "seconds", default = "default_timeout")]
     pub grace: Duration,
     /// A connection waiting this long for an echo without receiving a byte is stalled.
+    #[serde(
+        rename = "stall_timeout_s",
+        with = "seconds",
+        default = "default_timeout"
+    )]
     pub stall_timeout: Duration,
     /// Deadline for the set-up phase (connects and idle echoes).
+    #[serde(
+        rename = "setup_timeout_s",
+        with = "seconds",
+        default = "default_setup"
+    )]
     pub setup_timeout: Duration,
-    /// Print a progress line on stderr while running.
+    /// Print a progress line on stderr while running (not part of the record).
+    #[serde(skip)]
     pub progress: bool,
 }
 
@@ -92,9 +112,9 @@ impl RunConfig {
             work_us: 0,
             greedy: 0,
             server_pid: None,
-            grace: Duration::from_secs(5),
-            stall_timeout: Duration::from_secs(5),
-            setup_timeout: Duration::from_secs(30),
+            grace: default_timeout(),
+            stall_timeout: default_timeout(),
+            setup_timeout: default_setup(),
             progress: false,
         }
     }
@@ -262,9 +282,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let seconds = match unit {
         "" | "s" => value,
         "ms" => value / 1e3,
-        "us" => value / 1e6,
+        "us" | "µs" => value / 1e6,
         "m" => value * 60.0,
-        _ => return Err(format!("bad duration unit in {text:?} (ms, s, m)")),
+        _ => return Err(format!("bad duration unit in {text:?} (µs, ms, s, m)")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("bad duration {text:?}: {e}"))
 }
@@ -282,8 +302,9 @@ pub struct Samples {
     pub server_cpu: Option<(TreeCpu, TreeCpu)>,
     /// Generator CPU at the start and end of the window.
     pub client_cpu: Option<(Duration, Duration)>,
-    /// Start and end of the window as actually sampled.
-    pub window: Option<(Instant, Instant)>,
+    /// How long after the boundary it stands for (the window's start, and for a time-bound
+    /// run its end) a CPU sample finished, the larger of the two.
+    pub sample_lateness: Option<Duration>,
 }
 
 /// The main thread's part: wait for set-up, start the clock, sample, show progress.
@@ -299,11 +320,19 @@ fn control(cfg: &RunConfig, shared: &Shared) -> Samples {
     }
     let pid = cfg.server_pid;
     samples.mem_loaded = pid.and_then(|pid| procfs::tree_memory(pid).ok());
+    // Reading the CPU of a big tree takes a while (2,000 processes: tens to hundreds of ms on
+    // a busy machine). Rehearse one pass to know how long, then start each real pass that much
+    // before its boundary: every process is read while the load still runs, and each one's
+    // interval between the two passes lasts one window.
+    let rehearsal = Instant::now();
+    let _ = pid.map(procfs::tree_cpu);
+    let pass = rehearsal.elapsed();
     let start = Instant::now();
     let (warmup, duration) = match cfg.connect_only {
         Some(_) => (Duration::ZERO, cfg.duration),
         None => (cfg.warmup, cfg.duration),
     };
+    let lead = pass.min(warmup).min(duration / 4);
     let times = Times {
         start,
         warm_end: start + warmup,
@@ -313,21 +342,27 @@ fn control(cfg: &RunConfig, shared: &Shared) -> Samples {
     samples.times = Some(times);
     shared.publish(times);
     let mut progress = Progress::new(cfg.progress && io::stderr().is_terminal(), start);
-    progress.wait_until(times.warm_end, shared, cfg.threads);
+    progress.wait_until(times.warm_end - lead, shared, cfg.threads);
     let cpu_start = pid.and_then(|pid| procfs::tree_cpu(pid).ok());
     let self_start = procfs::self_cpu().ok();
-    let window_start = Instant::now();
-    let window_end = match cfg.connect_only {
+    let first_late = Instant::now().saturating_duration_since(times.warm_end);
+    let _ = match cfg.connect_only {
         // A connect-only run ends when its cycles are done, not at a fixed time.
         Some(_) => progress.wait_until(times.grace_end, shared, cfg.threads),
-        None => progress.wait_until(times.measure_end, shared, cfg.threads),
+        None => progress.wait_until(times.measure_end - lead, shared, cfg.threads),
     };
     let cpu_end = pid.and_then(|pid| procfs::tree_cpu(pid).ok());
     let self_end = procfs::self_cpu().ok();
+    let second_late = match cfg.connect_only {
+        // The load has stopped by the time a connect-only run ends: a late sample adds
+        // nothing to it.
+        Some(_) => Duration::ZERO,
+        None => Instant::now().saturating_duration_since(times.measure_end),
+    };
     samples.mem_after = pid.and_then(|pid| procfs::tree_memory(pid).ok());
     samples.server_cpu = cpu_start.zip(cpu_end);
     samples.client_cpu = self_start.zip(self_end);
-    samples.window = Some((window_start, window_end));
+    samples.sample_lateness = Some(first_late.max(second_late));
     progress.finish();
     samples
 }
@@ -391,5 +426,29 @@ fn ensure_descriptors(sockets: usize) {
                 Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
             }
         }
+    }
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_setup() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// A [`Duration`] as a number of seconds in JSON (`0.3`, not `{"secs": 0, "nanos": ...}`).
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(duration.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let seconds = f64::deserialize(deserializer)?;
+        Duration::try_from_secs_f64(seconds).map_err(serde::de::Error::custom)
     }
 }

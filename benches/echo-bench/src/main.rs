@@ -139,7 +139,7 @@ fn run_once(args: RunArgs) -> ExitCode {
     match echo_bench::run(&cfg) {
         Ok(report) => {
             if json {
-                println!("{}", report.to_json().pretty());
+                println!("{}", report.to_json());
             } else {
                 print!("{}", report.human());
             }

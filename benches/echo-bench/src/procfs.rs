@@ -1,53 +1,63 @@
-//! CPU time and memory of a process tree, read from `/proc` (proc(5)).
+//! CPU time, context switches and memory of a process tree, read from `/proc` (proc(5)) through
+//! the `procfs` crate.
 //!
 //! On a two-core machine the generator and the server share the cores, so messages per second
 //! says as much about the generator as about the server. CPU time per message does not: it is
 //! what serving one echo costs, whoever else runs. So the generator samples the server's CPU
-//! time before and after the measured window and divides by the messages echoed in it.
+//! time before and after the measured window and divides by the messages echoed in it. It does
+//! the same with the server's context switches, because a model that hands each message from
+//! one thread to another pays a park and an unpark for it, and that count explains its CPU.
 //!
 //! "The server" is a process *tree*: `process-per-conn` forks a child per connection and
 //! `prefork` forks its workers, and their CPU time must count. We sum, over the server and
-//! every live descendant, `utime + stime` (fields 14 and 15 of `/proc/PID/stat`, which cover all
-//! threads of the process, dead ones included) plus `cutime + cstime` (fields 16 and 17: the
-//! time of children already reaped with wait(2)). A child that exits between two samples moves
-//! from its own `utime` to its parent's `cutime`, so nothing is lost or counted twice.
+//! every live descendant, `utime + stime` of `/proc/PID/stat` (all threads of the process, dead
+//! ones included) plus `cutime + cstime` (children already reaped with wait(2)). A child that
+//! exits between two samples moves from its own `utime` to its parent's `cutime`, so nothing is
+//! lost or counted twice. Descendants come from `/proc/PID/task/TID/children` when the kernel
+//! has it (`CONFIG_PROC_CHILDREN`), else from a scan of every process for its parent.
 //!
-//! Descendants come from `/proc/PID/task/TID/children` when the kernel has it
-//! (`CONFIG_PROC_CHILDREN`), else from a scan of every `/proc/PID/stat` for its parent (field 4).
+//! Those times are in clock ticks (`sysconf(_SC_CLK_TCK)`, 100 per second), and the kernel
+//! truncates each process's time to whole ticks, which is ruinous for `process-per-conn`: 64
+//! children that each ran 3 ms show 0 ticks between them. So for the live threads we also read
+//! `/proc/PID/task/TID/schedstat`, whose first field is the thread's time on the CPU in
+//! nanoseconds (sched-stats.rst), and take per process the larger of that sum and the tick
+//! count (which alone includes threads that have already exited). For a single-threaded process
+//! that is exact; for a multi-threaded one it is within one tick of the truth.
 //!
-//! Times in `/proc/PID/stat` are in clock ticks of `USER_HZ`, which the kernel fixes at 100 per
-//! second in its user-space ABI on every architecture (`sysconf(_SC_CLK_TCK)` reports it; this
-//! crate has no libc to ask). A tick is 10 ms and the kernel truncates each process's time to
-//! whole ticks, which is ruinous for `process-per-conn`: 64 children that each ran 3 ms show
-//! 0 ticks between them. So for the live threads we read `/proc/PID/task/TID/schedstat` instead,
-//! whose first field is the thread's time on the CPU in nanoseconds (sched-stats.rst), and take
-//! per process the larger of that sum and `utime + stime` (which alone includes threads that
-//! have already exited). For a single-threaded process (a `process-per-conn` child, a `prefork`
-//! worker) that is exact. For a multi-threaded one it is within one tick of the truth: when a
-//! thread exits its nanoseconds leave the live sum, but the tick count still holds them, less at
-//! most one truncated tick. Deltas are taken with saturating subtraction for that reason.
+//! Context switches come from the `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches`
+//! lines of `/proc/PID/task/TID/status`: a voluntary one is a thread that blocked (a worker
+//! parking on a futex, a loop sleeping in `epoll_wait`), an involuntary one a thread the
+//! scheduler preempted. They are per thread, and a thread's counts leave `/proc` when it exits
+//! (the kernel keeps them only for getrusage(2) of the process or its parent), so they are exact
+//! for servers whose threads outlive the window (every scenario but `accept`) and a lower bound
+//! otherwise.
 //!
-//! Memory is the resident set (`VmRSS` in `/proc/PID/status`), summed over the tree. For forked
-//! servers that sum counts pages shared copy-on-write once per process, so it overstates their
-//! memory; `Pss` (`/proc/PID/smaps_rollup`) divides shared pages among their sharers and is
-//! reported next to it. Neither includes socket buffers, which are kernel memory.
+//! Memory is the resident set (`VmRSS` of `/proc/PID/status`) and the proportional set (`Pss`
+//! of `/proc/PID/smaps_rollup`), summed over the tree. For forked servers the RSS sum counts
+//! every page shared copy-on-write once per process, so it overstates their memory; PSS divides
+//! shared pages among their sharers, which is why the lab reports memory as PSS. Neither
+//! includes socket buffers, which are kernel memory.
+//!
+//! The crate parses every file; nothing here reads `/proc` text by hand. What stays in this
+//! module is the measure itself: which processes make the tree and how their figures add up.
 
-use std::collections::HashMap;
-use std::fs;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::time::Duration;
 
-/// Clock ticks per second in `/proc/PID/stat` (USER_HZ, fixed by the kernel ABI).
-pub const USER_HZ: u64 = 100;
+use procfs::process::{Process, Stat};
+use procfs::ProcError;
+use serde::{Deserialize, Serialize};
 
-/// Nanoseconds in one clock tick.
-const TICK_NANOS: u64 = 1_000_000_000 / USER_HZ;
-
-/// CPU time and process count of a process tree at one instant.
+/// CPU time, context switches and process count of a process tree at one instant.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct TreeCpu {
     /// Total CPU time (user + system, live processes and reaped children) in nanoseconds.
     pub nanos: u64,
+    /// Voluntary context switches of the live threads (they blocked).
+    pub voluntary_switches: u64,
+    /// Involuntary context switches of the live threads (they were preempted).
+    pub involuntary_switches: u64,
     /// Processes in the tree, the root included.
     pub processes: usize,
 }
@@ -57,10 +67,15 @@ impl TreeCpu {
     pub fn micros(&self) -> u64 {
         self.nanos / 1_000
     }
+
+    /// Voluntary plus involuntary context switches.
+    pub fn switches(&self) -> u64 {
+        self.voluntary_switches + self.involuntary_switches
+    }
 }
 
 /// Memory of a process tree at one instant, in bytes.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeMemory {
     /// Sum of `VmRSS`.
     pub rss: u64,
@@ -70,207 +85,172 @@ pub struct TreeMemory {
     pub processes: usize,
 }
 
-/// The CPU time of `pid` and its live descendants, plus their reaped children.
+/// The CPU time and context switches of `pid` and its live descendants, plus the CPU time of
+/// their reaped children.
 pub fn tree_cpu(pid: u32) -> io::Result<TreeCpu> {
+    let tick_nanos = 1_000_000_000 / procfs::ticks_per_second().max(1);
     let mut total = TreeCpu::default();
-    for member in tree(pid)? {
+    for process in tree(pid)? {
         // A descendant may exit between listing and reading: it then shows up in its
         // parent's cutime at the next sample, so skipping it here is right.
-        let Ok(stat) = Stat::read(member) else {
+        let Ok(stat) = process.stat() else {
             continue;
         };
-        total.nanos += process_nanos(member, &stat) + (stat.cutime + stat.cstime) * TICK_NANOS;
+        let threads = live_threads(&process);
+        let ticks = (stat.utime + stat.stime) * tick_nanos;
+        total.nanos += ticks.max(threads.nanos) + reaped_ticks(&stat) * tick_nanos;
+        total.voluntary_switches += threads.voluntary_switches;
+        total.involuntary_switches += threads.involuntary_switches;
         total.processes += 1;
     }
     if total.processes == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no process {pid}"),
-        ));
+        return Err(not_found(pid));
     }
     Ok(total)
 }
 
-/// The resident memory of `pid` and its live descendants.
+/// The resident and proportional memory of `pid` and its live descendants.
 pub fn tree_memory(pid: u32) -> io::Result<TreeMemory> {
     let mut total = TreeMemory::default();
-    for member in tree(pid)? {
-        let Ok(status) = fs::read_to_string(format!("/proc/{member}/status")) else {
+    for process in tree(pid)? {
+        let Ok(status) = process.status() else {
             continue;
         };
-        total.rss += kib_field(&status, "VmRSS:").unwrap_or(0) * 1024;
-        if let Ok(rollup) = fs::read_to_string(format!("/proc/{member}/smaps_rollup")) {
-            total.pss += kib_field(&rollup, "Pss:").unwrap_or(0) * 1024;
+        total.rss += status.vmrss.unwrap_or(0) * 1024;
+        // smaps_rollup is one pseudo-mapping whose fields are already in bytes.
+        if let Ok(rollup) = process.smaps_rollup() {
+            let pss = rollup
+                .memory_map_rollup
+                .iter()
+                .next()
+                .and_then(|map| map.extension.map.get("Pss").copied());
+            total.pss += pss.unwrap_or(0);
         }
         total.processes += 1;
     }
     Ok(total)
+}
+
+/// The CPUs that any thread of `pid` or of its live descendants may run on
+/// (`Cpus_allowed_list` of `/proc/PID/task/TID/status`, sched_setaffinity(2)).
+pub fn tree_cpus_allowed(pid: u32) -> io::Result<BTreeSet<usize>> {
+    let mut cpus = BTreeSet::new();
+    for process in tree(pid)? {
+        let Ok(tasks) = process.tasks() else { continue };
+        for task in tasks.flatten() {
+            let Some(ranges) = task.status().ok().and_then(|s| s.cpus_allowed_list) else {
+                continue;
+            };
+            for (first, last) in ranges {
+                cpus.extend(first as usize..=last as usize);
+            }
+        }
+    }
+    Ok(cpus)
 }
 
 /// CPU time used so far by this process (all its threads).
 pub fn self_cpu() -> io::Result<Duration> {
-    let pid = std::process::id();
-    let stat = Stat::read(pid)?;
-    Ok(Duration::from_nanos(process_nanos(pid, &stat)))
+    let process = Process::myself().map_err(to_io)?;
+    let stat = process.stat().map_err(to_io)?;
+    let tick_nanos = 1_000_000_000 / procfs::ticks_per_second().max(1);
+    let ticks = (stat.utime + stat.stime) * tick_nanos;
+    Ok(Duration::from_nanos(
+        ticks.max(live_threads(&process).nanos),
+    ))
 }
 
-/// Whether `/proc/PID` exists (the process has not been reaped).
-pub fn is_alive(pid: u32) -> bool {
-    fs::metadata(format!("/proc/{pid}")).is_ok()
+/// Sums over the live threads of one process.
+#[derive(Default)]
+struct ThreadSums {
+    nanos: u64,
+    voluntary_switches: u64,
+    involuntary_switches: u64,
 }
 
-/// The fields of `/proc/PID/stat` we use.
-#[derive(Copy, Clone, Debug, Default)]
-struct Stat {
-    ppid: u32,
-    utime: u64,
-    stime: u64,
-    cutime: u64,
-    cstime: u64,
-}
-
-impl Stat {
-    fn read(pid: u32) -> io::Result<Stat> {
-        Stat::read_path(&format!("/proc/{pid}/stat"))
-    }
-
-    fn read_path(path: &str) -> io::Result<Stat> {
-        let text = fs::read_to_string(path)?;
-        Stat::parse(&text).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("cannot parse {path}"))
-        })
-    }
-
-    /// The command name (field 2) is in parentheses and may itself contain spaces and
-    /// parentheses, so fields are counted from the LAST `)` (proc(5) advises the same).
-    fn parse(text: &str) -> Option<Stat> {
-        let after_comm = &text[text.rfind(')')? + 1..];
-        let fields: Vec<&str> = after_comm.split_whitespace().collect();
-        // fields[0] is field 3 (state); field N of proc(5) is fields[N - 3].
-        let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
-        Some(Stat {
-            ppid: u32::try_from(field(4)?).ok()?,
-            utime: field(14)?,
-            stime: field(15)?,
-            cutime: field(16)?,
-            cstime: field(17)?,
-        })
-    }
-}
-
-/// CPU time of one process, without its reaped children: the larger of its tick count (all
-/// threads, dead ones included, truncated to ticks) and its live threads' nanosecond counts.
-fn process_nanos(pid: u32, stat: &Stat) -> u64 {
-    let ticks = (stat.utime + stat.stime) * TICK_NANOS;
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return ticks;
+/// CPU nanoseconds and context switches of the threads of `process` that are still alive.
+fn live_threads(process: &Process) -> ThreadSums {
+    let mut sums = ThreadSums::default();
+    let Ok(tasks) = process.tasks() else {
+        return sums;
     };
-    let mut threads = 0;
     for task in tasks.flatten() {
-        let Ok(text) = fs::read_to_string(task.path().join("schedstat")) else {
-            continue;
-        };
-        threads += text
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
+        if let Ok(schedstat) = task.schedstat() {
+            sums.nanos += schedstat.sum_exec_runtime;
+        }
+        if let Ok(status) = task.status() {
+            sums.voluntary_switches += status.voluntary_ctxt_switches.unwrap_or(0);
+            sums.involuntary_switches += status.nonvoluntary_ctxt_switches.unwrap_or(0);
+        }
     }
-    ticks.max(threads)
+    sums
 }
 
-/// `pid` followed by all its live descendants.
-fn tree(pid: u32) -> io::Result<Vec<u32>> {
-    if !is_alive(pid) {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no process {pid}"),
-        ));
-    }
-    if has_children_files(pid) {
-        return Ok(walk_task_files(pid));
-    }
-    let children = children_by_scan()?;
-    let mut members = vec![pid];
+/// `cutime + cstime`: ticks of the children this process has reaped (signed in proc(5), never
+/// negative in practice).
+fn reaped_ticks(stat: &Stat) -> u64 {
+    (stat.cutime.max(0) + stat.cstime.max(0)) as u64
+}
+
+/// `pid` followed by all its live descendants, parents before children.
+fn tree(pid: u32) -> io::Result<Vec<Process>> {
+    let root = Process::new(pid as i32).map_err(|_| not_found(pid))?;
+    // The root's own thread always exists, so a missing `children` file means the kernel
+    // lacks CONFIG_PROC_CHILDREN: find parents by a scan of every process instead.
+    let by_scan = match children_from_tasks(&root) {
+        Some(_) => None,
+        None => Some(children_by_scan()?),
+    };
+    let mut members = vec![root];
     let mut next = 0;
     while next < members.len() {
-        if let Some(kids) = children.get(&members[next]) {
-            members.extend(kids);
-        }
+        let kids = match &by_scan {
+            None => children_from_tasks(&members[next]).unwrap_or_default(),
+            Some(map) => map.get(&members[next].pid).cloned().unwrap_or_default(),
+        };
+        // A child that exits before we open it is simply not part of the tree any more.
+        members.extend(kids.into_iter().filter_map(|kid| Process::new(kid).ok()));
         next += 1;
     }
     Ok(members)
 }
 
-/// Breadth-first walk over `/proc/PID/task/*/children`.
-fn walk_task_files(pid: u32) -> Vec<u32> {
-    let mut members = vec![pid];
-    let mut next = 0;
-    while next < members.len() {
-        members.extend(children_from_task_files(members[next]).unwrap_or_default());
-        next += 1;
-    }
-    members
-}
-
-/// Direct children of `pid` from its threads' `children` files, or `None` if unreadable.
-fn children_from_task_files(pid: u32) -> Option<Vec<u32>> {
+/// Direct children of `process` from its threads' `children` files, or `None` if unreadable.
+fn children_from_tasks(process: &Process) -> Option<Vec<i32>> {
     let mut kids = Vec::new();
-    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let path = task.ok()?.path().join("children");
-        let text = fs::read_to_string(path).ok()?;
-        kids.extend(
-            text.split_whitespace()
-                .filter_map(|k| k.parse::<u32>().ok()),
-        );
+    for task in process.tasks().ok()? {
+        let children = task.ok()?.children().ok()?;
+        kids.extend(children.into_iter().map(|kid| kid as i32));
     }
     Some(kids)
 }
 
-fn has_children_files(pid: u32) -> bool {
-    fs::metadata(format!("/proc/{pid}/task/{pid}/children")).is_ok()
-}
-
 /// Parent -> children for every process, from one pass over `/proc/*/stat`.
-fn children_by_scan() -> io::Result<HashMap<u32, Vec<u32>>> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for entry in fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(stat) = Stat::read(pid) {
-            children.entry(stat.ppid).or_default().push(pid);
+fn children_by_scan() -> io::Result<HashMap<i32, Vec<i32>>> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for process in procfs::process::all_processes().map_err(to_io)?.flatten() {
+        if let Ok(stat) = process.stat() {
+            children.entry(stat.ppid).or_default().push(process.pid);
         }
     }
     Ok(children)
 }
 
-/// A `Name:   1234 kB` line's number.
-fn kib_field(text: &str, name: &str) -> Option<u64> {
-    let line = text.lines().find(|line| line.starts_with(name))?;
-    line[name.len()..].split_whitespace().next()?.parse().ok()
+fn not_found(pid: u32) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("no process {pid}"))
+}
+
+fn to_io(error: ProcError) -> io::Error {
+    match error {
+        ProcError::NotFound(_) => io::Error::new(io::ErrorKind::NotFound, error.to_string()),
+        other => io::Error::other(other.to_string()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Command;
-
-    #[test]
-    fn stat_parsing_survives_odd_command_names() {
-        let text = "42 (a (b) c) S 7 42 42 0 -1 4194304 98 0 0 0 11 22 33 44 20 0 1 0 38708";
-        let stat = Stat::parse(text).unwrap();
-        assert_eq!(stat.ppid, 7);
-        assert_eq!(
-            (stat.utime, stat.stime, stat.cutime, stat.cstime),
-            (11, 22, 33, 44)
-        );
-    }
 
     #[test]
     fn the_tree_includes_children_and_their_cpu() {
@@ -286,10 +266,22 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         let cpu = tree_cpu(pid).unwrap();
         let memory = tree_memory(pid).unwrap();
+        let cpus = tree_cpus_allowed(pid).unwrap();
         child.wait().unwrap();
         assert!(cpu.processes >= 2, "{cpu:?}");
         assert!(cpu.nanos > 0, "{cpu:?}");
-        assert!(memory.rss > 0 && memory.processes >= 2, "{memory:?}");
+        // The parent blocked in wait(2) at least once: a voluntary switch.
+        assert!(cpu.voluntary_switches > 0, "{cpu:?}");
+        assert!(
+            memory.rss > 0 && memory.pss > 0 && memory.processes >= 2,
+            "{memory:?}"
+        );
+        assert!(!cpus.is_empty());
         assert!(self_cpu().is_ok());
+        assert_eq!(
+            tree_cpu(pid).unwrap_err().kind(),
+            io::ErrorKind::NotFound,
+            "a reaped process has no tree"
+        );
     }
 }

@@ -4,12 +4,18 @@
 //! process exits non-zero (see `main.rs`). Efficiency comes as CPU microseconds per echoed
 //! message, for the server (its whole process tree, see [`crate::procfs`]) and for the generator
 //! itself, next to throughput and latency percentiles.
+//!
+//! The JSON form is derived with serde, and the lab reads it back (`lab --replot`), so every
+//! field survives a round trip. JSON has no NaN: serde_json writes a figure that could not be
+//! computed (CPU per message of a run that echoed nothing) as `null`, and [`nan_if_null`] reads
+//! `null` back as NaN.
 
 use std::fmt::Write;
 use std::time::Instant;
 
+use serde::{Deserialize, Deserializer, Serialize};
+
 use crate::histo::{Latency, LatencySummary};
-use crate::json::Json;
 use crate::load::{RunConfig, Samples, WorkerResult};
 use crate::procfs::TreeMemory;
 
@@ -55,7 +61,8 @@ impl ErrorKind {
 }
 
 /// Errors counted by kind (each is a connection, or a connect attempt, that failed).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "ErrorsByName", from = "ErrorsByName")]
 pub struct ErrorCounts {
     counts: [u64; 6],
 }
@@ -82,18 +89,47 @@ impl ErrorCounts {
             self.add(kind, other.get(kind));
         }
     }
+}
 
-    fn to_json(self) -> Json {
-        ErrorKind::ALL
-            .iter()
-            .fold(Json::object().with("total", self.total()), |json, &k| {
-                json.with(k.name(), self.get(k))
-            })
+/// [`ErrorCounts`] as JSON shows it: the total, then one named count per kind.
+#[derive(Serialize, Deserialize)]
+struct ErrorsByName {
+    /// Written for the reader; recomputed from the kinds when read back.
+    #[serde(default, skip_deserializing)]
+    total: u64,
+    connect: u64,
+    mismatch: u64,
+    short: u64,
+    closed: u64,
+    reset: u64,
+    stall: u64,
+}
+
+impl From<ErrorCounts> for ErrorsByName {
+    fn from(e: ErrorCounts) -> ErrorsByName {
+        let [connect, mismatch, short, closed, reset, stall] = e.counts;
+        ErrorsByName {
+            total: e.total(),
+            connect,
+            mismatch,
+            short,
+            closed,
+            reset,
+            stall,
+        }
+    }
+}
+
+impl From<ErrorsByName> for ErrorCounts {
+    fn from(e: ErrorsByName) -> ErrorCounts {
+        ErrorCounts {
+            counts: [e.connect, e.mismatch, e.short, e.closed, e.reset, e.stall],
+        }
     }
 }
 
 /// What the server cost during the run.
-#[derive(Copy, Clone, Debug, Default, PartialEq)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServerUsage {
     /// The server's process id.
     pub pid: u32,
@@ -102,7 +138,18 @@ pub struct ServerUsage {
     /// CPU time of the tree in the measured window.
     pub cpu_us: f64,
     /// `cpu_us / messages`: what one echo costs the server (NaN without messages).
+    #[serde(deserialize_with = "nan_if_null")]
     pub cpu_us_per_msg: f64,
+    /// Voluntary context switches of the tree's live threads in the window (they blocked:
+    /// a worker parking, a loop sleeping in `epoll_wait`).
+    #[serde(default)]
+    pub voluntary_switches: u64,
+    /// Involuntary context switches in the window (threads preempted by the scheduler).
+    #[serde(default)]
+    pub involuntary_switches: u64,
+    /// Both kinds per echoed message (NaN without messages or with an older report).
+    #[serde(default = "nan", deserialize_with = "nan_if_null")]
+    pub switches_per_msg: f64,
     /// Tree memory before the generator connected.
     pub mem_before: TreeMemory,
     /// Tree memory with every connection set up.
@@ -110,13 +157,15 @@ pub struct ServerUsage {
     /// Tree memory at the end of the window.
     pub mem_after: TreeMemory,
     /// `(rss loaded - rss before) / connections`: resident bytes per connection.
+    #[serde(deserialize_with = "nan_if_null")]
     pub rss_per_conn: f64,
     /// The same with proportional set sizes (fair to forked servers).
+    #[serde(deserialize_with = "nan_if_null")]
     pub pss_per_conn: f64,
 }
 
 /// The outcome of one run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunReport {
     /// The configuration it ran with.
     pub config: RunConfig,
@@ -127,12 +176,19 @@ pub struct RunReport {
     /// Echoed bytes in the window.
     pub bytes: u64,
     /// `messages / window_s`.
+    #[serde(deserialize_with = "nan_if_null")]
     pub msgs_per_sec: f64,
+    /// `bytes / window_s` in MiB (2^20 bytes) per second.
+    #[serde(default = "nan", deserialize_with = "nan_if_null")]
+    pub mib_per_sec: f64,
     /// Latency of every message in the window.
+    #[serde(rename = "latency_us")]
     pub latency: Option<LatencySummary>,
     /// Latency of the cheap clients (all clients when none is greedy).
+    #[serde(rename = "cheap_latency_us")]
     pub cheap_latency: Option<LatencySummary>,
     /// Latency of the greedy clients.
+    #[serde(rename = "greedy_latency_us")]
     pub greedy_latency: Option<LatencySummary>,
     /// Errors by kind.
     pub errors: ErrorCounts,
@@ -145,7 +201,19 @@ pub struct RunReport {
     /// Server CPU and memory, with `--server-pid`.
     pub server: Option<ServerUsage>,
     /// CPU time of the generator in the window, in microseconds per message.
+    #[serde(deserialize_with = "nan_if_null")]
     pub client_cpu_us_per_msg: f64,
+    /// What the reader should know about this run's figures (e.g. CPU left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// A report as `--json` prints it: `ok` first, then every field of the report.
+#[derive(Serialize)]
+struct Verdict<'a> {
+    ok: bool,
+    #[serde(flatten)]
+    report: &'a RunReport,
 }
 
 impl RunReport {
@@ -190,17 +258,35 @@ impl RunReport {
                 .error_samples
                 .push("set-up did not finish in time".into());
         }
-        let window = match (cfg.connect_only, samples.times, samples.window) {
-            (Some(_), Some(times), _) => last_echo.map(|end| end - times.start),
-            (None, _, Some((start, end))) => Some(end - start),
-            _ => None,
+        // The workers count exactly the echoes completed between `warm_end` and
+        // `measure_end`, whenever the main thread happens to look.
+        let window = match (cfg.connect_only, samples.times) {
+            (Some(_), Some(times)) => last_echo.map(|end| end - times.start),
+            (None, Some(times)) => Some(times.measure_end - times.warm_end),
+            (_, None) => None,
         };
         report.window_s = window.map_or(0.0, |w| w.as_secs_f64());
         report.msgs_per_sec = report.messages as f64 / report.window_s;
+        report.mib_per_sec = report.bytes as f64 / report.window_s / (1 << 20) as f64;
         report.latency = all.summary();
         report.cheap_latency = cheap.summary();
         report.greedy_latency = greedy.summary();
-        let per_msg = |us: f64| us / report.messages as f64;
+        // CPU read well after the window's edges covers the drain or misses load: leave the
+        // per-message figures out rather than print wrong ones.
+        let late = samples.sample_lateness.unwrap_or_default().as_secs_f64();
+        let cpu_ok = late <= report.window_s / 10.0;
+        if !cpu_ok {
+            report.notes.push(format!(
+                "CPU sampled {:.0} ms past the window's edge (window {:.0} ms; the machine was \
+                 too busy): CPU and context switches per message left out",
+                late * 1e3,
+                report.window_s * 1e3
+            ));
+        }
+        let per_msg = |us: f64| match cpu_ok {
+            true => us / report.messages as f64,
+            false => f64::NAN,
+        };
         if let Some((start, end)) = samples.client_cpu {
             report.client_cpu_us_per_msg = per_msg(end.saturating_sub(start).as_secs_f64() * 1e6);
         }
@@ -215,12 +301,23 @@ impl RunReport {
                 rss_per_conn: (loaded.rss as f64 - before.rss as f64) / conns,
                 pss_per_conn: (loaded.pss as f64 - before.pss as f64) / conns,
                 cpu_us_per_msg: f64::NAN,
+                switches_per_msg: f64::NAN,
                 ..ServerUsage::default()
             };
             if let Some((start, end)) = samples.server_cpu {
                 usage.cpu_us = end.micros().saturating_sub(start.micros()) as f64;
                 usage.cpu_us_per_msg = per_msg(usage.cpu_us);
                 usage.processes = end.processes;
+                // Threads that exited in the window take their counts with them (see
+                // `procfs`), so a delta can only err low; saturate rather than wrap.
+                usage.voluntary_switches = end
+                    .voluntary_switches
+                    .saturating_sub(start.voluntary_switches);
+                usage.involuntary_switches = end
+                    .involuntary_switches
+                    .saturating_sub(start.involuntary_switches);
+                usage.switches_per_msg =
+                    per_msg((usage.voluntary_switches + usage.involuntary_switches) as f64);
             }
             report.server = Some(usage);
         }
@@ -234,6 +331,7 @@ impl RunReport {
             messages: 0,
             bytes: 0,
             msgs_per_sec: 0.0,
+            mib_per_sec: 0.0,
             latency: None,
             cheap_latency: None,
             greedy_latency: None,
@@ -243,69 +341,17 @@ impl RunReport {
             idle_established: 0,
             server: None,
             client_cpu_us_per_msg: f64::NAN,
+            notes: Vec::new(),
         }
     }
 
-    /// The report as one JSON object (`--json`, and each run in the lab's `results.json`).
-    pub fn to_json(&self) -> Json {
-        let c = &self.config;
-        let config = Json::object()
-            .with("addr", c.addr.to_string())
-            .with("protocol", c.protocol.name())
-            .with("conns", c.conns)
-            .with("size", c.size)
-            .with("depth", c.depth)
-            .with("threads", c.threads)
-            .with("duration_s", c.duration.as_secs_f64())
-            .with("warmup_s", c.warmup.as_secs_f64())
-            .with("rate", c.rate)
-            .with("idle", c.idle)
-            .with("connect_only", c.connect_only)
-            .with("greedy", c.greedy)
-            .with("work_us", c.work_us);
-        let server = self.server.map(|s| {
-            let mem = |m: TreeMemory| {
-                Json::object()
-                    .with("rss", m.rss)
-                    .with("pss", m.pss)
-                    .with("processes", m.processes)
-            };
-            Json::object()
-                .with("pid", s.pid as u64)
-                .with("processes", s.processes)
-                .with("cpu_us", s.cpu_us)
-                .with("cpu_us_per_msg", s.cpu_us_per_msg)
-                .with("mem_before", mem(s.mem_before))
-                .with("mem_loaded", mem(s.mem_loaded))
-                .with("mem_after", mem(s.mem_after))
-                .with("rss_per_conn", s.rss_per_conn)
-                .with("pss_per_conn", s.pss_per_conn)
-        });
-        let samples: Vec<Json> = self
-            .error_samples
-            .iter()
-            .map(|s| Json::from(s.as_str()))
-            .collect();
-        Json::object()
-            .with("ok", self.ok())
-            .with("config", config)
-            .with("window_s", self.window_s)
-            .with("messages", self.messages)
-            .with("bytes", self.bytes)
-            .with("msgs_per_sec", self.msgs_per_sec)
-            .with(
-                "mib_per_sec",
-                self.bytes as f64 / self.window_s / (1 << 20) as f64,
-            )
-            .with("established", self.established)
-            .with("idle_established", self.idle_established)
-            .with("latency_us", self.latency.map(latency_json))
-            .with("cheap_latency_us", self.cheap_latency.map(latency_json))
-            .with("greedy_latency_us", self.greedy_latency.map(latency_json))
-            .with("errors", self.errors.to_json())
-            .with("error_samples", samples)
-            .with("server", server)
-            .with("client_cpu_us_per_msg", self.client_cpu_us_per_msg)
+    /// The report as one pretty-printed JSON object with `ok` first (`--json`).
+    pub fn to_json(&self) -> String {
+        let verdict = Verdict {
+            ok: self.ok(),
+            report: self,
+        };
+        serde_json::to_string_pretty(&verdict).expect("a report always serialises")
     }
 
     /// The summary printed on a terminal at the end of a run.
@@ -328,17 +374,16 @@ impl RunReport {
             c.idle,
             c.threads
         );
-        let mib = self.bytes as f64 / self.window_s / (1 << 20) as f64;
         let _ = writeln!(
             out,
-            "  messages   {:>12}  in {:.2} s  {:>12.0} msg/s  {mib:.1} MiB/s",
-            self.messages, self.window_s, self.msgs_per_sec
+            "  messages   {:>12}  in {:.2} s  {:>12.0} msg/s  {:.1} MiB/s",
+            self.messages, self.window_s, self.msgs_per_sec, self.mib_per_sec
         );
         let mut latency_line = |name: &str, summary: &Option<LatencySummary>| {
             if let Some(l) = summary {
                 let _ = writeln!(
                     out,
-                    "  {name:<10} p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (us)",
+                    "  {name:<10} p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (µs)",
                     l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
                 );
             }
@@ -351,18 +396,28 @@ impl RunReport {
         if let Some(s) = &self.server {
             let _ = writeln!(
                 out,
-                "  server     {:.2} us/msg CPU ({} processes), RSS {} -> {} KiB ({:.0} B/conn, PSS {:.0} B/conn)",
+                "  server     {:.2} µs/msg CPU ({} processes), {:.2} context switches/msg \
+                 ({} voluntary, {} involuntary)",
                 s.cpu_us_per_msg,
                 s.processes,
+                s.switches_per_msg,
+                s.voluntary_switches,
+                s.involuntary_switches
+            );
+            let _ = writeln!(
+                out,
+                "  memory     RSS {} -> {} KiB ({:.0} B/conn), PSS {} -> {} KiB ({:.0} B/conn)",
                 s.mem_before.rss / 1024,
                 s.mem_loaded.rss / 1024,
                 s.rss_per_conn,
+                s.mem_before.pss / 1024,
+                s.mem_loaded.pss / 1024,
                 s.pss_per_conn
             );
         }
         let _ = writeln!(
             out,
-            "  client     {:.2} us/msg CPU",
+            "  client     {:.2} µs/msg CPU",
             self.client_cpu_us_per_msg
         );
         let _ = write!(out, "  errors     {}", self.errors.total());
@@ -373,18 +428,92 @@ impl RunReport {
         for sample in &self.error_samples {
             let _ = writeln!(out, "    {sample}");
         }
+        for note in &self.notes {
+            let _ = writeln!(out, "  note: {note}");
+        }
         out
     }
 }
 
-/// Percentiles as a JSON object.
-pub fn latency_json(l: LatencySummary) -> Json {
-    Json::object()
-        .with("count", l.count)
-        .with("mean", l.mean_us)
-        .with("p50", l.p50_us)
-        .with("p90", l.p90_us)
-        .with("p99", l.p99_us)
-        .with("p99_9", l.p999_us)
-        .with("max", l.max_us)
+/// `f64::NAN`, the default of figures that older reports lack.
+pub fn nan() -> f64 {
+    f64::NAN
+}
+
+/// Reads a number, or `null` as NaN (serde_json writes NaN and infinities as `null`).
+pub fn nan_if_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn sample() -> RunReport {
+        let cfg = RunConfig::new(SocketAddr::from(([127, 0, 0, 1], 7007)));
+        let mut report = RunReport::empty(&cfg);
+        report.messages = 10;
+        report.window_s = 0.5;
+        report.latency = Some(LatencySummary {
+            count: 10,
+            p99_us: 12.5,
+            ..LatencySummary::default()
+        });
+        report.errors.add(ErrorKind::Stall, 2);
+        report.server = Some(ServerUsage {
+            cpu_us_per_msg: f64::NAN,
+            switches_per_msg: 1.5,
+            ..ServerUsage::default()
+        });
+        report
+    }
+
+    #[test]
+    fn a_report_survives_a_json_round_trip_nan_included() {
+        let report = sample();
+        let text = report.to_json();
+        assert!(text.starts_with("{\n  \"ok\": false,"), "{text}");
+        assert!(text.contains("\"cpu_us_per_msg\": null"), "{text}");
+        assert!(
+            text.contains("\"stall\": 2") && text.contains("\"total\": 2"),
+            "{text}"
+        );
+        let back: RunReport = serde_json::from_str(&text).unwrap();
+        assert!(back.server.unwrap().cpu_us_per_msg.is_nan());
+        assert!(back.client_cpu_us_per_msg.is_nan());
+        assert_eq!(back.errors, report.errors);
+        assert_eq!(back.latency, report.latency);
+        assert_eq!(back.config.duration, report.config.duration);
+        assert_eq!(back.to_json(), text, "a second trip changes nothing");
+    }
+
+    #[test]
+    fn a_report_written_by_the_old_hand_rolled_writer_still_reads() {
+        // One run of docs/lab/results.json as the writer before serde produced it: no
+        // context switches, no timeouts in the config. `lab --replot` must still draw it.
+        let old = r#"{"ok": true, "config": {"addr": "127.0.0.1:35353", "protocol": "raw",
+            "conns": 64, "size": 64, "depth": 1, "threads": 1, "duration_s": 2,
+            "warmup_s": 0.5, "rate": null, "idle": 0, "connect_only": null, "greedy": 0,
+            "work_us": 0}, "window_s": 2, "messages": 292953, "bytes": 18748992,
+            "msgs_per_sec": 146492.232, "mib_per_sec": 8.941, "established": 64,
+            "idle_established": 0, "latency_us": {"count": 292953, "mean": 624.723,
+            "p50": 591.359, "p90": 784.895, "p99": 1212.415, "p99_9": 1721.343,
+            "max": 17186.815}, "cheap_latency_us": null, "greedy_latency_us": null,
+            "errors": {"total": 0, "connect": 0, "mismatch": 0, "short": 0, "closed": 0,
+            "reset": 0, "stall": 0}, "error_samples": [], "server": {"pid": 10339,
+            "processes": 1, "cpu_us": 1959146, "cpu_us_per_msg": 6.688,
+            "mem_before": {"rss": 3080192, "pss": 1854464, "processes": 1},
+            "mem_loaded": {"rss": 3153920, "pss": 1928192, "processes": 1},
+            "mem_after": {"rss": 3153920, "pss": 1928192, "processes": 1},
+            "rss_per_conn": 1152, "pss_per_conn": 1152}, "client_cpu_us_per_msg": 6.738,
+            "failure": null}"#;
+        let report: RunReport = serde_json::from_str(old).unwrap();
+        assert_eq!(report.latency.unwrap().p99_us, 1212.415);
+        assert_eq!(report.config.warmup, std::time::Duration::from_millis(500));
+        let server = report.server.unwrap();
+        assert_eq!(server.cpu_us_per_msg, 6.688);
+        assert!(server.switches_per_msg.is_nan(), "absent, not zero");
+        assert!(report.ok());
+    }
 }

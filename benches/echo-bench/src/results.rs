@@ -1,108 +1,158 @@
-//! The lab's results: medians over repeated runs, written as JSON, Markdown and SVG.
+//! The lab's results as data: every run of every model in every scenario, their medians and
+//! ranges, and `results.json`, written and read back with serde.
 //!
-//! One [`Cell`] holds every run of one model in one scenario. A figure is reported as the median
-//! of the runs with their range, `median [min-max]`: the median because one disturbed run (the
-//! machine's other tenants, a page-cache flush) must not move the figure, the range so the
-//! reader can tell a real difference between two models from noise. Errors are summed, never
-//! averaged away: one error in one run shows in the table and fails the lab.
+//! One [`ModelRecord`] holds every run of one model in one scenario. A figure is reported as the
+//! median of the runs with their range, `median [min-max]`: the median because one disturbed run
+//! (the machine's other tenants, a page-cache flush) must not move the figure, the range so the
+//! reader can tell a real difference between two models from noise. With a single run
+//! (`--quick`) there is neither, and the output says so: "single run, indicative only". Errors
+//! are summed, never averaged away: one error in one run shows in the table and fails the lab.
+//!
+//! `results.md` ([`crate::markdown`]) and the charts ([`crate::charts`]) are drawn from a
+//! [`LabFile`] alone, so `lab --replot` can read `results.json` back and draw them again (after
+//! a change to the charts, or from an older lab's file: fields it lacks take defaults).
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use crate::chart::{self, Bar};
-use crate::histo::{median, min_max};
-use crate::json::Json;
-use crate::report::RunReport;
-use crate::scenario::{Headline, Variant};
+use serde::{Deserialize, Deserializer, Serialize};
 
-/// One run of the lab: the generator's report, or why there is none.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    /// The generator's report, when the server started.
-    pub report: Option<RunReport>,
-    /// A problem outside the generator: the server did not start, or did not stop cleanly.
-    pub failure: Option<String>,
+use crate::histo::{median, min_max};
+use crate::models::{Group, Skipped};
+use crate::pin::CpuList;
+use crate::report::RunReport;
+use crate::scenario::{self, Headline};
+use crate::server::syscalls_total;
+use crate::{charts, markdown};
+
+/// `results.json`: how the lab ran, what it skipped, and every run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LabFile {
+    /// The conditions of the lab.
+    pub lab: Header,
+    /// Entries of the model table that did not run, and why.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+    /// One per scenario variant, in the order they ran.
+    pub scenarios: Vec<ScenarioRecord>,
 }
 
-impl Outcome {
-    /// Errors of this run: the generator's count, plus one for a server failure.
-    pub fn errors(&self) -> u64 {
-        let counted = self.report.as_ref().map_or(0, |r| r.errors.total());
-        counted + u64::from(self.failure.is_some())
-    }
+/// The conditions of a lab, printed at the top of `results.md` and under every chart's title.
+/// Every field has a default, so a file from an older lab still reads.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Header {
+    /// The command line.
+    pub command: String,
+    /// `N cores, Linux <release>`.
+    pub machine: String,
+    /// When the lab finished, in seconds since the Unix epoch (0: unknown).
+    #[serde(alias = "finished (unix time)", deserialize_with = "number_or_text")]
+    pub finished_unix: u64,
+    /// How long the whole lab took.
+    pub took_s: f64,
+    /// `--quick`: smoke-test sizes.
+    pub quick: bool,
+    /// Runs per model and scenario (0: unknown, count the runs).
+    pub reps: usize,
+    /// Measured window of each run.
+    pub window_s: f64,
+    /// Warm-up before it.
+    pub warmup_s: f64,
+    /// Generator threads.
+    pub generator_threads: usize,
+    /// `--workers` given to every server (`None`: each server's default).
+    pub server_workers: Option<usize>,
+    /// `--server-cpus`.
+    pub server_cpus: Option<CpuList>,
+    /// `--generator-cpus`.
+    pub generator_cpus: Option<CpuList>,
+    /// `--syscall-stats` was passed to the rawloop servers.
+    pub syscall_stats: bool,
+}
+
+/// Every model's runs in one scenario variant.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ScenarioRecord {
+    /// The variant's name (`pingpong`, `greedy-baseline`...).
+    pub name: String,
+    /// What it measures, one line.
+    pub about: String,
+    /// One per model, in the lab's order.
+    pub models: Vec<ModelRecord>,
 }
 
 /// Every run of one model in one scenario variant.
-#[derive(Clone, Debug)]
-pub struct Cell {
-    /// The variant's name.
-    pub variant: &'static str,
-    /// The model (or peer) name.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// The model's lab name.
     pub model: String,
-    /// Whether the model is a peer.
+    /// Its group (model, variant, peer).
+    #[serde(default)]
+    pub group: Group,
+    /// Whether it is a peer (kept for readers of older files, where it was the only group).
+    #[serde(default)]
     pub peer: bool,
+    /// All errors over all runs.
+    #[serde(default)]
+    pub errors: u64,
+    /// Median and range of each figure, for the reader of the file (recomputed when read).
+    #[serde(default, skip_deserializing)]
+    pub summary: BTreeMap<String, Stat>,
     /// One per repetition.
-    pub outcomes: Vec<Outcome>,
+    pub runs: Vec<RunRecord>,
 }
 
-/// The figures a cell can report.
+/// One run of one model: the generator's report, or why there is none.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// No error counted, and the server started and stopped cleanly.
+    #[serde(default)]
+    pub ok: bool,
+    /// The generator's report, when the server started.
+    #[serde(flatten)]
+    pub report: Option<RunReport>,
+    /// A problem outside the generator: the server did not start, did not stop cleanly, or
+    /// ran outside its CPUs.
+    pub failure: Option<String>,
+    /// The CPUs the server's threads were allowed, read back from `/proc` after the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpus: Option<CpuList>,
+    /// `syscalls_per_msg` of the server's final stats lines (`--syscall-stats`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub syscalls_per_msg: Vec<String>,
+}
+
+/// The figures a model can report in a scenario.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Metric {
     /// Echoes (or connect cycles) per second.
     MsgsPerSec,
     /// Echoed MiB per second.
     MibPerSec,
-    /// p99 latency of every message, us.
+    /// p99 latency of every message, µs.
     P99,
-    /// p99 latency of the cheap clients, us.
+    /// p99 latency of the cheap clients, µs.
     CheapP99,
-    /// p99 latency of the greedy clients, us.
+    /// p99 latency of the greedy clients, µs.
     GreedyP99,
-    /// Server CPU per message, us.
+    /// Server CPU per message, µs.
     ServerCpu,
-    /// Generator CPU per message, us.
+    /// Server context switches (voluntary + involuntary) per message.
+    ServerSwitches,
+    /// Server syscalls per message, from its final stats line.
+    Syscalls,
+    /// Generator CPU per message, µs.
     ClientCpu,
+    /// Server proportional set size per connection, bytes.
+    PssPerConn,
     /// Server resident bytes per connection.
     RssPerConn,
-    /// Server proportional bytes per connection.
-    PssPerConn,
 }
 
-impl Metric {
-    fn of(self, r: &RunReport) -> Option<f64> {
-        let server = r.server.as_ref();
-        let value = match self {
-            Metric::MsgsPerSec => r.msgs_per_sec,
-            Metric::MibPerSec => r.bytes as f64 / r.window_s / (1 << 20) as f64,
-            Metric::P99 => r.latency?.p99_us,
-            Metric::CheapP99 => r.cheap_latency?.p99_us,
-            Metric::GreedyP99 => r.greedy_latency?.p99_us,
-            Metric::ServerCpu => server?.cpu_us_per_msg,
-            Metric::ClientCpu => r.client_cpu_us_per_msg,
-            Metric::RssPerConn => server?.rss_per_conn,
-            Metric::PssPerConn => server?.pss_per_conn,
-        };
-        value.is_finite().then_some(value)
-    }
-
-    fn key(self) -> &'static str {
-        match self {
-            Metric::MsgsPerSec => "msgs_per_sec",
-            Metric::MibPerSec => "mib_per_sec",
-            Metric::P99 => "p99_us",
-            Metric::CheapP99 => "cheap_p99_us",
-            Metric::GreedyP99 => "greedy_p99_us",
-            Metric::ServerCpu => "server_cpu_us_per_msg",
-            Metric::ClientCpu => "client_cpu_us_per_msg",
-            Metric::RssPerConn => "server_rss_bytes_per_conn",
-            Metric::PssPerConn => "server_pss_bytes_per_conn",
-        }
-    }
-}
-
-/// Median and range of one figure over a cell's runs.
-#[derive(Copy, Clone, Debug, PartialEq)]
+/// Median and range of one figure over a model's runs.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
     /// Median of the runs.
     pub median: f64,
@@ -112,14 +162,78 @@ pub struct Stat {
     pub max: f64,
 }
 
-impl Cell {
+impl LabFile {
+    /// Fills in errors and summaries, writes `results.json`, `results.md` and the charts into
+    /// `dir`, and returns the Markdown.
+    pub fn write(&mut self, dir: &Path) -> Result<String, String> {
+        for scenario in &mut self.scenarios {
+            let metrics = metrics(scenario::headline(&scenario.name));
+            for model in &mut scenario.models {
+                model.errors = model.runs.iter().map(RunRecord::errors).sum();
+                model.summary = metrics
+                    .iter()
+                    .filter_map(|m| Some((m.key().to_string(), model.stat(*m)?)))
+                    .collect();
+            }
+        }
+        let json = serde_json::to_string_pretty(self).map_err(|e| e.to_string())? + "\n";
+        write(dir, "results.json", &json)?;
+        self.render(dir)
+    }
+
+    /// Reads a `results.json` (from this lab or an older one).
+    pub fn read(path: &Path) -> Result<LabFile, String> {
+        let text =
+            fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut file: LabFile =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        for model in file.scenarios.iter_mut().flat_map(|s| &mut s.models) {
+            if model.peer {
+                model.group = Group::Peer;
+            }
+            model.errors = model.runs.iter().map(RunRecord::errors).sum();
+        }
+        Ok(file)
+    }
+
+    /// Writes `results.md` and the charts into `dir`; returns the Markdown.
+    pub fn render(&self, dir: &Path) -> Result<String, String> {
+        let markdown = markdown::results(self);
+        write(dir, "results.md", &markdown)?;
+        charts::draw_all(self, dir)?;
+        Ok(markdown)
+    }
+
+    /// Runs per model and scenario: the header's count, or the most runs any model has.
+    pub fn reps(&self) -> usize {
+        match self.lab.reps {
+            0 => self
+                .scenarios
+                .iter()
+                .flat_map(|s| &s.models)
+                .map(|m| m.runs.len())
+                .max()
+                .unwrap_or(0),
+            reps => reps,
+        }
+    }
+
+    /// The record of `model` in scenario variant `scenario`.
+    pub fn find(&self, scenario: &str, model: &str) -> Option<&ModelRecord> {
+        let scenario = self.scenarios.iter().find(|s| s.name == scenario)?;
+        scenario.models.iter().find(|m| m.model == model)
+    }
+
+    /// Median of `metric` for `model` in `scenario`.
+    pub fn median(&self, scenario: &str, model: &str, metric: Metric) -> Option<f64> {
+        Some(self.find(scenario, model)?.stat(metric)?.median)
+    }
+}
+
+impl ModelRecord {
     /// Median and range of `metric` over the runs that have it.
     pub fn stat(&self, metric: Metric) -> Option<Stat> {
-        let values: Vec<f64> = self
-            .outcomes
-            .iter()
-            .filter_map(|o| metric.of(o.report.as_ref()?))
-            .collect();
+        let values: Vec<f64> = self.runs.iter().filter_map(|r| metric.of(r)).collect();
         let (min, max) = min_max(&values)?;
         Some(Stat {
             median: median(&values)?,
@@ -128,17 +242,12 @@ impl Cell {
         })
     }
 
-    /// All errors over all runs.
-    pub fn errors(&self) -> u64 {
-        self.outcomes.iter().map(Outcome::errors).sum()
-    }
-
     /// Every error message of every run.
     pub fn error_messages(&self) -> Vec<String> {
         let mut messages = Vec::new();
-        for o in &self.outcomes {
-            messages.extend(o.failure.clone());
-            if let Some(r) = &o.report {
+        for run in &self.runs {
+            messages.extend(run.failure.clone());
+            if let Some(r) = &run.report {
                 messages.extend(r.error_samples.iter().cloned());
             }
         }
@@ -146,7 +255,94 @@ impl Cell {
     }
 }
 
-/// The figures shown for each headline kind, first one charted as the headline.
+impl RunRecord {
+    /// A record of a run, `ok` filled in.
+    pub fn new(report: Option<RunReport>, failure: Option<String>) -> RunRecord {
+        RunRecord {
+            ok: failure.is_none() && report.as_ref().is_some_and(RunReport::ok),
+            report,
+            failure,
+            server_cpus: None,
+            syscalls_per_msg: Vec::new(),
+        }
+    }
+
+    /// Errors of this run: the generator's count, plus one for a server failure.
+    pub fn errors(&self) -> u64 {
+        let counted = self.report.as_ref().map_or(0, |r| r.errors.total());
+        counted + u64::from(self.failure.is_some())
+    }
+}
+
+impl Metric {
+    /// The figure in one run, when it has one.
+    pub fn of(self, run: &RunRecord) -> Option<f64> {
+        let report = || run.report.as_ref();
+        let server = || report()?.server.as_ref();
+        let value = match self {
+            Metric::MsgsPerSec => report()?.msgs_per_sec,
+            Metric::MibPerSec => {
+                let r = report()?;
+                r.bytes as f64 / r.window_s / (1 << 20) as f64
+            }
+            Metric::P99 => report()?.latency?.p99_us,
+            Metric::CheapP99 => report()?.cheap_latency?.p99_us,
+            Metric::GreedyP99 => report()?.greedy_latency?.p99_us,
+            Metric::ServerCpu => server()?.cpu_us_per_msg,
+            Metric::ServerSwitches => server()?.switches_per_msg,
+            Metric::Syscalls => syscalls_total(run.syscalls_per_msg.last()?)?,
+            Metric::ClientCpu => report()?.client_cpu_us_per_msg,
+            Metric::PssPerConn => server()?.pss_per_conn,
+            Metric::RssPerConn => server()?.rss_per_conn,
+        };
+        value.is_finite().then_some(value)
+    }
+
+    /// Its key in `results.json` and in chart file names.
+    pub fn key(self) -> &'static str {
+        match self {
+            Metric::MsgsPerSec => "msgs_per_sec",
+            Metric::MibPerSec => "mib_per_sec",
+            Metric::P99 => "p99_us",
+            Metric::CheapP99 => "cheap_p99_us",
+            Metric::GreedyP99 => "greedy_p99_us",
+            Metric::ServerCpu => "server_cpu_us_per_msg",
+            Metric::ServerSwitches => "server_switches_per_msg",
+            Metric::Syscalls => "server_syscalls_per_msg",
+            Metric::ClientCpu => "client_cpu_us_per_msg",
+            Metric::PssPerConn => "server_pss_bytes_per_conn",
+            Metric::RssPerConn => "server_rss_bytes_per_conn",
+        }
+    }
+
+    /// Whether a larger value is better (throughput) or a smaller one (everything else).
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Metric::MsgsPerSec | Metric::MibPerSec)
+    }
+
+    /// Column title in a scenario's table.
+    pub fn column(self, headline: Headline) -> &'static str {
+        match (headline, self) {
+            (Headline::Accept, Metric::MsgsPerSec) => "conn/s",
+            (Headline::Accept, Metric::P99) => "p99 connect+echo µs",
+            (Headline::Accept, Metric::ServerCpu) => "server µs/conn",
+            (_, Metric::MsgsPerSec) => "msg/s",
+            (_, Metric::MibPerSec) => "MiB/s",
+            (_, Metric::P99) => "p99 µs",
+            (_, Metric::CheapP99) => "cheap p99 µs",
+            (_, Metric::GreedyP99) => "greedy p99 µs",
+            (_, Metric::ServerCpu) => "server µs/msg",
+            (_, Metric::ServerSwitches) => "server switches/msg",
+            (_, Metric::Syscalls) => "server syscalls/msg",
+            (_, Metric::ClientCpu) => "client µs/msg",
+            (_, Metric::PssPerConn) => "PSS B/conn",
+            (_, Metric::RssPerConn) => "RSS B/conn",
+        }
+    }
+}
+
+/// The figures of a scenario's table, in column order. `Syscalls` shows only when some model
+/// has it (`--syscall-stats`).
 pub fn metrics(headline: Headline) -> &'static [Metric] {
     match headline {
         Headline::Throughput => &[
@@ -154,269 +350,126 @@ pub fn metrics(headline: Headline) -> &'static [Metric] {
             Metric::MibPerSec,
             Metric::P99,
             Metric::ServerCpu,
+            Metric::ServerSwitches,
+            Metric::Syscalls,
             Metric::ClientCpu,
         ],
-        Headline::Accept => &[Metric::MsgsPerSec, Metric::P99, Metric::ServerCpu],
-        Headline::Memory => &[Metric::RssPerConn, Metric::PssPerConn],
+        Headline::Accept => &[
+            Metric::MsgsPerSec,
+            Metric::P99,
+            Metric::ServerCpu,
+            Metric::Syscalls,
+        ],
+        Headline::Memory => &[Metric::PssPerConn, Metric::RssPerConn],
         Headline::CheapP99 => &[
             Metric::CheapP99,
             Metric::GreedyP99,
             Metric::MsgsPerSec,
             Metric::ServerCpu,
+            Metric::ServerSwitches,
+            Metric::Syscalls,
         ],
     }
 }
 
-/// Column title of a metric in a given scenario.
-fn title(headline: Headline, metric: Metric) -> &'static str {
-    match (headline, metric) {
-        (Headline::Accept, Metric::MsgsPerSec) => "conn/s",
-        (Headline::Accept, Metric::P99) => "p99 connect+echo us",
-        (Headline::Accept, Metric::ServerCpu) => "server us/conn",
-        (_, Metric::MsgsPerSec) => "msg/s",
-        (_, Metric::MibPerSec) => "MiB/s",
-        (_, Metric::P99) => "p99 us",
-        (_, Metric::CheapP99) => "cheap p99 us",
-        (_, Metric::GreedyP99) => "greedy p99 us",
-        (_, Metric::ServerCpu) => "server us/msg",
-        (_, Metric::ClientCpu) => "client us/msg",
-        (_, Metric::RssPerConn) => "RSS B/conn",
-        (_, Metric::PssPerConn) => "PSS B/conn",
-    }
-}
-
-/// `cells` in variant-major order: `cells[v * n_models + m]`.
-pub struct LabResults<'a> {
-    /// The variants that ran.
-    pub variants: &'a [Variant],
-    /// Every cell.
-    pub cells: &'a [Cell],
-    /// Number of models (columns of the cell grid).
-    pub n_models: usize,
-    /// The lab's command line and context, for the header.
-    pub header: Vec<(String, String)>,
-}
-
-impl LabResults<'_> {
-    fn row(&self, v: usize) -> &[Cell] {
-        &self.cells[v * self.n_models..(v + 1) * self.n_models]
-    }
-
-    fn find(&self, variant: &str, model: &str) -> Option<&Cell> {
-        self.cells
-            .iter()
-            .find(|c| c.variant == variant && c.model == model)
-    }
-
-    /// Writes `results.json`, `results.md` and the charts into `dir`; returns the Markdown.
-    pub fn write(&self, dir: &Path) -> Result<String, String> {
-        let write = |name: &str, text: &str| {
-            fs::write(dir.join(name), text).map_err(|e| format!("cannot write {name}: {e}"))
-        };
-        write("results.json", &(self.to_json().pretty() + "\n"))?;
-        let markdown = self.markdown();
-        write("results.md", &markdown)?;
-        for (v, variant) in self.variants.iter().enumerate() {
-            for &metric in metrics(variant.headline).iter().filter(|m| charted(**m)) {
-                let bars: Vec<Bar> = self.row(v).iter().map(|c| bar(c, metric)).collect();
-                let file = format!("{}-{}.svg", variant.name, metric.key().replace('_', "-"));
-                let caption = format!("{}: {}", variant.name, title(variant.headline, metric));
-                chart::bar_chart(
-                    &dir.join(file),
-                    &caption,
-                    title(variant.headline, metric),
-                    &bars,
-                )?;
-            }
-        }
-        Ok(markdown)
-    }
-
-    /// `results.json`: the header, then per variant and model the summary and every run.
-    pub fn to_json(&self) -> Json {
-        let header = self
-            .header
-            .iter()
-            .fold(Json::object(), |j, (k, v)| j.with(k, v.as_str()));
-        let variants = self.variants.iter().enumerate().map(|(v, variant)| {
-            let models = self.row(v).iter().map(|cell| {
-                let summary = metrics(variant.headline)
-                    .iter()
-                    .fold(Json::object(), |j, m| {
-                        j.with(
-                            m.key(),
-                            cell.stat(*m).map(|s| {
-                                Json::object()
-                                    .with("median", s.median)
-                                    .with("min", s.min)
-                                    .with("max", s.max)
-                            }),
-                        )
-                    });
-                let runs = cell.outcomes.iter().map(|o| match &o.report {
-                    Some(r) => r.to_json().with("failure", o.failure.clone()),
-                    None => Json::object().with("failure", o.failure.clone()),
-                });
-                Json::object()
-                    .with("model", cell.model.as_str())
-                    .with("peer", cell.peer)
-                    .with("errors", cell.errors())
-                    .with("summary", summary)
-                    .with("runs", runs.collect::<Vec<_>>())
-            });
-            Json::object()
-                .with("name", variant.name)
-                .with("about", variant.about)
-                .with("models", models.collect::<Vec<_>>())
-        });
-        Json::object()
-            .with("lab", header)
-            .with("scenarios", variants.collect::<Vec<_>>())
-    }
-
-    /// `results.md`: header, one table per scenario, the yardsticks, the errors.
-    pub fn markdown(&self) -> String {
-        let mut md = String::from("# echo-bench lab results\n\n");
-        for (key, value) in &self.header {
-            let _ = writeln!(md, "- {key}: {value}");
-        }
-        md.push_str(
-            "\nEach figure is the median of the runs, with the range `[min-max]`. CPU figures \
-             are per echoed message (per connection for `accept`), for the server's whole \
-             process tree. `errors` must be 0: any error fails the lab.\n",
-        );
-        for (v, variant) in self.variants.iter().enumerate() {
-            let _ = writeln!(md, "\n## {}\n\n{}\n", variant.name, variant.about);
-            let columns = metrics(variant.headline);
-            md.push_str("| model |");
-            for &m in columns {
-                let _ = write!(md, " {} |", title(variant.headline, m));
-            }
-            md.push_str(" errors |\n|---|");
-            md.push_str(&"---:|".repeat(columns.len() + 1));
-            md.push('\n');
-            for cell in self.row(v) {
-                let _ = write!(
-                    md,
-                    "| {}{} |",
-                    cell.model,
-                    if cell.peer { " (peer)" } else { "" }
-                );
-                for &m in columns {
-                    let _ = write!(md, " {} |", cell.stat(m).map_or("-".into(), format_stat));
-                }
-                let _ = writeln!(md, " {} |", cell.errors());
-            }
-        }
-        self.yardsticks(&mut md);
-        self.errors_section(&mut md);
-        md
-    }
-
-    /// The comparisons the project's goals are stated in.
-    fn yardsticks(&self, md: &mut String) {
-        let models: Vec<&Cell> = self.cells.iter().take(self.n_models).collect();
-        let mut lines = Vec::new();
-        let med = |variant: &str, model: &str, m: Metric| {
-            self.find(variant, model)
-                .and_then(|c| c.stat(m))
-                .map(|s| s.median)
-        };
-        let tokio_best = ["tokio-mt", "tokio-ct"]
-            .iter()
-            .filter_map(|p| med("pingpong", p, Metric::ServerCpu).map(|v| (v, *p)))
-            .min_by(|a, b| a.0.total_cmp(&b.0));
-        if let (Some(event_loop), Some((tokio, peer))) =
-            (med("pingpong", "event-loop", Metric::ServerCpu), tokio_best)
-        {
-            lines.push(format!(
-                "pingpong server CPU: event-loop {event_loop:.2} us/msg vs {peer} {tokio:.2} us/msg \
-                 (ratio {:.2})",
-                event_loop / tokio
-            ));
-        }
-        for cell in &models {
-            let with = med("greedy", &cell.model, Metric::CheapP99);
-            let alone = med("greedy-baseline", &cell.model, Metric::CheapP99);
-            if let (Some(with), Some(alone)) = (with, alone) {
-                lines.push(format!(
-                    "greedy neighbour, {}: cheap p99 {with:.0} us with vs {alone:.0} us without \
-                     (x{:.1})",
-                    cell.model,
-                    with / alone
-                ));
-            }
-            if let Some(bytes) = med("idle-memory", &cell.model, Metric::RssPerConn) {
-                lines.push(format!(
-                    "idle memory, {}: {bytes:.0} B/conn resident",
-                    cell.model
-                ));
-            }
-        }
-        if !lines.is_empty() {
-            md.push_str("\n## Yardsticks\n\n");
-            for line in lines {
-                let _ = writeln!(md, "- {line}");
-            }
-        }
-    }
-
-    fn errors_section(&self, md: &mut String) {
-        let failing: Vec<&Cell> = self.cells.iter().filter(|c| c.errors() > 0).collect();
-        if failing.is_empty() {
-            md.push_str(
-                "\n## Errors\n\nNone: every echoed byte of every run was checked and correct.\n",
-            );
-            return;
-        }
-        md.push_str("\n## Errors\n\n");
-        for cell in failing {
-            let _ = writeln!(
-                md,
-                "- {} / {}: {} errors",
-                cell.variant,
-                cell.model,
-                cell.errors()
-            );
-            for message in cell.error_messages().iter().take(5) {
-                let _ = writeln!(md, "  - `{message}`");
-            }
-        }
-    }
-}
-
-/// Whether a metric gets its own chart (the secondary figures stay in the tables).
-fn charted(metric: Metric) -> bool {
-    matches!(
-        metric,
-        Metric::MsgsPerSec
-            | Metric::P99
-            | Metric::CheapP99
-            | Metric::ServerCpu
-            | Metric::RssPerConn
+/// `YYYY-MM-DD HH:MM UTC` for a Unix time, with Howard Hinnant's `civil_from_days`
+/// ("chrono-Compatible Low-Level Date Algorithms"): days since 1970-01-01 to a proleptic
+/// Gregorian date, counting in 400-year eras of 146,097 days that start on March 1st.
+pub fn utc(unix: u64) -> String {
+    let days = (unix / 86_400) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let seconds = unix % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        seconds / 3_600,
+        seconds % 3_600 / 60
     )
 }
 
-fn bar(cell: &Cell, metric: Metric) -> Bar {
-    let stat = cell.stat(metric);
-    Bar {
-        label: cell.model.clone(),
-        median: stat.map_or(f64::NAN, |s| s.median),
-        low: stat.map_or(f64::NAN, |s| s.min),
-        high: stat.map_or(f64::NAN, |s| s.max),
-        peer: cell.peer,
-    }
+fn write(dir: &Path, name: &str, text: &str) -> Result<(), String> {
+    fs::write(dir.join(name), text).map_err(|e| format!("cannot write {name}: {e}"))
 }
 
-fn format_stat(s: Stat) -> String {
-    if s.min == s.max {
-        chart::compact(s.median)
-    } else {
-        format!(
-            "{} [{}-{}]",
-            chart::compact(s.median),
-            chart::compact(s.min),
-            chart::compact(s.max)
-        )
+/// A Unix time written as a number, or as text by the labs before serde (`"1795351595"`).
+fn number_or_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrText {
+        Number(u64),
+        Text(String),
+    }
+    Ok(match NumberOrText::deserialize(deserializer)? {
+        NumberOrText::Number(n) => n,
+        NumberOrText::Text(text) => text.trim().parse().unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_come_out_in_the_gregorian_calendar() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc(1_795_351_595), "2026-11-22 12:46 UTC");
+        assert_eq!(utc(4_107_542_399), "2100-02-28 23:59 UTC");
+    }
+
+    #[test]
+    fn a_lab_file_survives_a_json_round_trip() {
+        let mut run = RunRecord::new(None, Some("no `listening on` line".into()));
+        run.syscalls_per_msg = vec!["read:1.00,write:1.00".into()];
+        run.server_cpus = Some("0".parse().unwrap());
+        let file = LabFile {
+            lab: Header {
+                reps: 1,
+                quick: true,
+                server_cpus: Some("0".parse().unwrap()),
+                finished_unix: 1_795_351_595,
+                ..Header::default()
+            },
+            skipped: vec![Skipped {
+                name: "uring".into(),
+                reason: "echo-server --help lists no model `uring`".into(),
+            }],
+            scenarios: vec![ScenarioRecord {
+                name: "pingpong".into(),
+                about: "64 connections".into(),
+                models: vec![ModelRecord {
+                    model: "tokio-mt".into(),
+                    group: Group::Peer,
+                    peer: true,
+                    errors: 1,
+                    summary: BTreeMap::new(),
+                    runs: vec![run],
+                }],
+            }],
+        };
+        let text = serde_json::to_string_pretty(&file).unwrap();
+        let back: LabFile = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string_pretty(&back).unwrap(), text);
+        let model = &back.scenarios[0].models[0];
+        assert!(model.runs[0].report.is_none() && !model.runs[0].ok);
+        assert_eq!(model.stat(Metric::Syscalls).unwrap().median, 2.0);
+        assert_eq!(back.lab.server_cpus, Some("0".parse().unwrap()));
+        // An older lab's header: text where numbers are now, keys that no longer exist.
+        let old = r#"{"lab": {"machine": "2 cores, Linux 6.18", "finished (unix time)": "1795351595",
+            "lab took": "546 s"}, "scenarios": []}"#;
+        let old: LabFile = serde_json::from_str(old).unwrap();
+        assert_eq!(old.lab.finished_unix, 1_795_351_595);
+        assert_eq!(old.lab.machine, "2 cores, Linux 6.18");
     }
 }

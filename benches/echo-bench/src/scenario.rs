@@ -6,7 +6,7 @@
 //! | `stream`      | 16 connections, 4 KiB, 16 in flight each          | bulk throughput, syscall batching     |
 //! | `many`        | 2,000 connections, 64 B, ping-pong                | does it scale with connections?       |
 //! | `accept`      | 10,000 connect / echo / close cycles, 64 at once  | connection set-up rate                |
-//! | `idle-memory` | 10,000 idle connections                           | resident bytes per connection         |
+//! | `idle-memory` | 10,000 idle connections                           | memory (PSS) per connection           |
 //! | `greedy`      | lines; 2 closed-loop clients send `WORK 2000`, 62 cheap ones at 50 msg/s each | does one costly client hurt the rest? |
 //!
 //! `greedy` runs twice per model: with the two greedy clients, and as `greedy-baseline` with
@@ -37,7 +37,7 @@ pub enum Headline {
     Throughput,
     /// Connections per second and p99 of connect + echo.
     Accept,
-    /// Server resident bytes per idle connection.
+    /// Server memory (PSS) per idle connection.
     Memory,
     /// p99 of the cheap clients (with or without greedy neighbours).
     CheapP99,
@@ -84,6 +84,16 @@ pub fn variants(selected: &[String], timing: Timing) -> Vec<Variant> {
         }
     }
     out
+}
+
+/// The headline of a variant by its name (how `lab --replot` finds it again).
+pub fn headline(variant: &str) -> Headline {
+    match variant {
+        "accept" => Headline::Accept,
+        "idle-memory" => Headline::Memory,
+        "greedy" | "greedy-baseline" => Headline::CheapP99,
+        _ => Headline::Throughput,
+    }
 }
 
 /// The base of every run: timing, a placeholder address, a bounded set-up.
@@ -165,7 +175,7 @@ fn accept(timing: Timing) -> Variant {
 fn idle_memory(timing: Timing) -> Variant {
     Variant {
         name: "idle-memory",
-        about: "10,000 idle connections (500 with --quick), each echoed once: server RSS per connection",
+        about: "10,000 idle connections (500 with --quick), each echoed once: server memory (PSS) per connection",
         headline: Headline::Memory,
         template: RunConfig {
             conns: 0,
@@ -223,6 +233,7 @@ mod tests {
         assert_eq!(variants.len(), ALL.len() + 1);
         for v in &variants {
             assert!(v.template.validate().is_ok(), "{}", v.name);
+            assert_eq!(headline(v.name), v.headline, "{}", v.name);
         }
         let greedy = variants.iter().find(|v| v.name == "greedy").unwrap();
         assert_eq!((greedy.template.conns, greedy.template.greedy), (64, 2));

@@ -9,18 +9,28 @@
 //! Every wait is bounded: a server that never prints its line is killed after a timeout, one
 //! that ignores SIGTERM is killed with SIGKILL, and dropping a [`RunningServer`] kills it, so a
 //! failed run never leaves a server behind.
+//!
+//! Whatever the server prints on stdout after its first line is kept, and [`RunningServer::stop`]
+//! returns it: `echo-server` prints a final `stats ... final=1` line on exit, with
+//! `syscalls_per_msg=...` when started with `--syscall-stats`, and the lab keeps that figure.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use reactor::process::{self, Pid};
 use reactor::Signal;
+
+use crate::pin::{self, CpuList};
+
+/// How long after the server's exit its last stdout lines may take to arrive (a forked worker
+/// may still hold the pipe open for a moment).
+const STDOUT_LINGER: Duration = Duration::from_secs(2);
 
 /// How to start one server: a program and its arguments, minus the per-run ones.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,12 +41,16 @@ pub struct ServerSpec {
     pub program: PathBuf,
     /// Arguments before the per-run ones (`--model event-loop` for echo-server).
     pub args: Vec<String>,
+    /// The CPUs it may run on (`lab --server-cpus`), `None` for the lab's own mask.
+    pub cpus: Option<CpuList>,
 }
 
 /// A server process that printed its `listening on` line.
 #[derive(Debug)]
 pub struct RunningServer {
     child: Child,
+    /// Its stdout after the first line, one message per line, until it closes.
+    stdout: Receiver<String>,
     /// The address it listens on.
     pub addr: SocketAddr,
     /// Its process id (the root of its process tree).
@@ -44,8 +58,8 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Starts `spec` with `extra` arguments and waits (at most `timeout`) for its address.
-    /// Its stderr is appended to `log` when given, else discarded.
+    /// Starts `spec` with `extra` arguments, on `spec.cpus`, and waits (at most `timeout`) for
+    /// its address. Its stderr is appended to `log` when given, else discarded.
     pub fn start(
         spec: &ServerSpec,
         extra: &[String],
@@ -61,14 +75,15 @@ impl RunningServer {
                 .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
             None => Stdio::null(),
         };
-        let mut child = Command::new(&spec.program)
+        let mut command = Command::new(&spec.program);
+        command
             .args(&spec.args)
             .args(["--bind", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
+            .stderr(stderr);
+        let mut child = pin::spawn_on(spec.cpus.as_ref(), &mut command)
             .map_err(|e| format!("cannot start {}: {e}", spec.program.display()))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
@@ -83,7 +98,12 @@ impl RunningServer {
         let pid = child.id();
         match rx.recv_timeout(timeout) {
             Ok(line) => match parse_listening(&line) {
-                Some(addr) => Ok(RunningServer { child, addr, pid }),
+                Some(addr) => Ok(RunningServer {
+                    child,
+                    stdout: rx,
+                    addr,
+                    pid,
+                }),
                 None => {
                     kill_and_reap(&mut child);
                     Err(format!(
@@ -103,14 +123,15 @@ impl RunningServer {
         }
     }
 
-    /// Sends SIGTERM and waits up to `timeout` for exit status 0; kills it otherwise.
-    pub fn stop(mut self, timeout: Duration) -> Result<(), String> {
+    /// Sends SIGTERM and waits up to `timeout` for exit status 0 (it is killed otherwise);
+    /// returns what it printed on stdout after its `listening on` line.
+    pub fn stop(mut self, timeout: Duration) -> Result<Vec<String>, String> {
         // An error here means the server is already gone; `try_wait` below tells how.
         let _ = process::kill(Pid(self.pid as i32), Signal::Terminate);
         let deadline = Instant::now() + timeout;
         loop {
             match self.child.try_wait() {
-                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) if status.success() => return Ok(self.rest_of_stdout()),
                 Ok(Some(status)) => return Err(format!("exited with {status} after SIGTERM")),
                 Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
                 Ok(None) => {
@@ -118,6 +139,21 @@ impl RunningServer {
                     return Err(format!("still running {timeout:?} after SIGTERM: killed"));
                 }
                 Err(e) => return Err(format!("waitpid: {e}")),
+            }
+        }
+    }
+}
+
+impl RunningServer {
+    /// Every stdout line until the pipe closes, waiting at most [`STDOUT_LINGER`].
+    fn rest_of_stdout(&self) -> Vec<String> {
+        let deadline = Instant::now() + STDOUT_LINGER;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(RecvTimeoutError::Disconnected | RecvTimeoutError::Timeout) => return lines,
             }
         }
     }
@@ -139,6 +175,28 @@ pub fn parse_listening(line: &str) -> Option<SocketAddr> {
         .trim()
         .parse()
         .ok()
+}
+
+/// The `syscalls_per_msg=...` values of the final stats lines (`stats ... final=1`) among a
+/// server's stdout lines: `epoll_wait:1.02,epoll_ctl:0.00,...`, one per process that printed one.
+pub fn final_syscalls_per_msg(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|line| line.starts_with("stats") && line.split_whitespace().any(|w| w == "final=1"))
+        .filter_map(|line| {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix("syscalls_per_msg="))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// The sum of the per-kind counts in a `syscalls_per_msg` value (`read:1.00,write:1.00` -> 2).
+pub fn syscalls_total(value: &str) -> Option<f64> {
+    value
+        .split(',')
+        .map(|pair| pair.split_once(':')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 fn kill_and_reap(child: &mut Child) -> Option<ExitStatus> {
@@ -172,11 +230,27 @@ mod tests {
     }
 
     #[test]
+    fn syscalls_per_message_come_from_the_final_line_only() {
+        let lines: Vec<String> = [
+            "stats conns=1 syscalls_per_msg=read:9.00 final=0",
+            "stats conns=0 model=event-loop syscalls_per_msg=epoll_wait:0.50,read:1.00,write:1.00 final=1",
+            "stats conns=0 final=1",
+        ]
+        .map(String::from)
+        .to_vec();
+        let values = final_syscalls_per_msg(&lines);
+        assert_eq!(values, ["epoll_wait:0.50,read:1.00,write:1.00"]);
+        assert_eq!(syscalls_total(&values[0]), Some(2.5));
+        assert_eq!(syscalls_total("read:x"), None);
+    }
+
+    #[test]
     fn a_server_that_never_announces_is_killed_in_time() {
         let spec = ServerSpec {
             name: "sleep".into(),
             program: "sleep".into(),
             args: vec![],
+            cpus: None,
         };
         let start = Instant::now();
         // `sleep --bind 127.0.0.1:0 5` fails at once on its arguments: either way, no line.

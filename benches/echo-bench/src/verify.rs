@@ -20,6 +20,8 @@
 
 use std::sync::OnceLock;
 
+use serde::{Deserialize, Serialize};
+
 /// Length of the pattern before it repeats: a little under 1 MiB, and not a power of two, so
 /// message boundaries of power-of-two sizes do not line up with it.
 pub const PERIOD: usize = (1 << 20) - 3;
@@ -28,8 +30,9 @@ pub const PERIOD: usize = (1 << 20) - 3;
 /// spread over the whole period instead of clustering.
 const CONN_STRIDE: u64 = 104_729;
 
-/// How the generator frames its messages.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// How the generator frames its messages (JSON: `"raw"` or `"lines"`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// Raw bytes; a message is `size` pattern bytes and the echo is the same byte stream.
     Raw,
