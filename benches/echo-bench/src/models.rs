@@ -85,6 +85,21 @@ pub const TABLE: &[Entry] = &[
         "reactor-pool",
         &["--spin", "fixed"],
     ),
+    variant(
+        "reactor-pool-spin-none",
+        "reactor-pool",
+        &["--spin", "none"],
+    ),
+    variant(
+        "event-loop-edge",
+        "event-loop",
+        &["--epoll-trigger", "edge"],
+    ),
+    variant(
+        "reuseport-steer-cpu",
+        "reuseport",
+        &["--reuseport-steer", "cpu"],
+    ),
     peer("tokio-mt", "peer-tokio-mt"),
     peer("tokio-ct", "peer-tokio-ct"),
     peer("std-threads", "peer-std-threads"),
