@@ -81,6 +81,7 @@ impl Offload {
             .workers(workers)
             .name(names::POOL)
             .pin(settings.pin)
+            .spin(settings.args.spin.policy())
             .capacity(settings.args.ring_capacity)
             .spawn(move |mut conn: Box<Conn>, _worker: &WorkerContext| {
                 let status =

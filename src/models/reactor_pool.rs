@@ -58,10 +58,10 @@ use std::time::{Duration, Instant};
 
 use log::{debug, error, warn};
 use pool::counters::Counter;
-use pool::{Finish, Pool, PoolBuilder, RunState, SpinPolicy, WorkerContext};
+use pool::{Finish, Pool, PoolBuilder, RunState, WorkerContext};
 use reactor::{Epoll, Events, Interest, Signals, TcpListener, TcpStream, Timer};
 
-use crate::config::{Arm, Settings, Spin};
+use crate::config::{Arm, Settings};
 use crate::conn::{with_scratch, Conn, Costly, Expiry, Status};
 use crate::runtime::accept::AcceptGate;
 use crate::runtime::backlog::Backlog;
@@ -83,7 +83,7 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
             .workers(settings.workers)
             .name(names::POOL)
             .pin(settings.pin)
-            .spin(spin_policy(settings.args.spin))
+            .spin(settings.args.spin.policy())
             .capacity(settings.args.ring_capacity)
             .spawn(move |key: usize, _worker: &WorkerContext| worker_shared.run(key))?,
     );
@@ -126,17 +126,6 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
         stop: &stop,
         threads: vec![reactor],
     })
-}
-
-/// The pool's waiting policy for `--spin`.
-pub fn spin_policy(spin: Spin) -> SpinPolicy {
-    match spin {
-        Spin::Adaptive => SpinPolicy::adaptive(),
-        // A short spin: in a ping-pong the next job rarely comes within a few µs, and a long
-        // fixed spin burns more CPU per message than the futex wake it saves.
-        Spin::Fixed => SpinPolicy::Fixed(32),
-        Spin::None => SpinPolicy::None,
-    }
 }
 
 /// Waits (a second at most) until every worker is parked on an empty ring: then no job is
