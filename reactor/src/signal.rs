@@ -41,13 +41,6 @@ pub enum Signal {
 }
 
 impl Signal {
-    const ALL: [Signal; 4] = [
-        Signal::Interrupt,
-        Signal::Terminate,
-        Signal::Child,
-        Signal::Kill,
-    ];
-
     /// The signal's number (signal(7)).
     pub fn number(self) -> i32 {
         self.to_nix() as i32
@@ -67,6 +60,14 @@ impl Signal {
             Signal::Kill => nix_signal::Signal::SIGKILL,
         }
     }
+
+    /// Every variant, for [`Signal::from_number`]: one table, in [`Signal::to_nix`].
+    const ALL: [Signal; 4] = [
+        Signal::Interrupt,
+        Signal::Terminate,
+        Signal::Child,
+        Signal::Kill,
+    ];
 }
 
 /// A signalfd for a set of blocked signals: readable while one of them is pending.
