@@ -36,8 +36,8 @@
 //! # Layout
 //!
 //! - `sys` (private): the only module with `unsafe`. A mio-style `syscall!` macro
-//!   and one thin safe wrapper per libc call, each with a `// SAFETY:` comment citing its man page;
-//!   `sys/uring.rs` holds io_uring's syscalls, mapped rings and in-flight table.
+//!   and one thin safe wrapper per raw libc call, each with a `// SAFETY:` comment citing its man
+//!   page; `sys/uring.rs` holds io_uring's syscalls, mapped rings and in-flight table.
 //! - [`epoll`]: [`Epoll`], [`Interest`], [`Token`], [`Events`]: the readiness queue, epoll(7).
 //! - [`net`]: [`TcpListener`] and [`TcpStream`] from socket(2) up, plus the accept-queue depth
 //!   read from `TCP_INFO`.
@@ -52,6 +52,17 @@
 //!   timeouts and cancels, behind a safe API that owns what the kernel touches until the final
 //!   completion. Its kernel side (`sys::uring`) holds the mmaps and every `unsafe` block.
 //! - [`syscalls`]: opt-in counters of the syscalls made through this crate.
+//!
+//! # Raw libc, or nix
+//!
+//! The calls that are the lesson are made raw, through `libc`: epoll, `accept4` and socket
+//! options, eventfd, signalfd, timerfd, `TCP_INFO`, io_uring, shared memory. Those whose raw form
+//! teaches nothing (`fork`, `kill`, `getpid`, signal masks, `prctl`, rlimits) go through the
+//! `nix` crate. The line between `sys` and the other modules is drawn by `unsafe`, not by the
+//! crate called: whatever needs `unsafe` (every raw call, and nix's `fork`) lives in `sys`
+//! behind a `// SAFETY:` comment, and a safe nix call is made in the module that owns its
+//! concept ([`process`], [`signal`]), where a reader looks for it. The `sys` module doc says
+//! which process calls stay raw and why.
 //!
 //! Linux only. Every descriptor is an [`OwnedFd`](std::os::fd::OwnedFd) created with
 //! `CLOEXEC`.

@@ -13,8 +13,17 @@
 //! default soft limit of 1024, the 1021st connection fails `accept4` with `EMFILE`.
 //! [`raise_nofile_limit`] lifts the soft limit to the hard one, which an unprivileged process
 //! may always do (getrlimit(2)).
+//!
+//! Only [`fork`], [`reap_any`] and [`exit_now`] go through `sys`, because they need `unsafe`
+//! (see `sys/mod.rs` for why `waitpid` and `_exit` stay raw libc). The rest are safe calls of
+//! the `nix` crate, made here where the concept lives: a raw `kill(2)` or `setrlimit(2)` would
+//! teach nothing but how to fill a C struct.
 
 use std::io;
+
+use nix::sys::prctl;
+use nix::sys::resource::{self, Resource, RLIM_INFINITY};
+use nix::unistd::{self, ForkResult};
 
 use crate::sys;
 use crate::Signal;
@@ -49,8 +58,8 @@ pub fn fork() -> io::Result<Fork> {
         )));
     }
     match sys::fork()? {
-        0 => Ok(Fork::Child),
-        pid => Ok(Fork::Parent(Pid(pid))),
+        ForkResult::Child => Ok(Fork::Child),
+        ForkResult::Parent { child } => Ok(Fork::Parent(Pid(child.as_raw()))),
     }
 }
 
@@ -87,12 +96,13 @@ pub fn reap_any() -> io::Result<Option<(Pid, ExitStatus)>> {
 
 /// kill(2): sends `sig` to `pid`. `ESRCH` if there is no such process.
 pub fn kill(pid: Pid, sig: Signal) -> io::Result<()> {
-    sys::kill(pid.0, sig.number())
+    let pid = unistd::Pid::from_raw(pid.0);
+    Ok(nix::sys::signal::kill(pid, sig.to_nix())?)
 }
 
 /// getpid(2): this process's id.
 pub fn getpid() -> Pid {
-    Pid(sys::getpid())
+    Pid(unistd::getpid().as_raw())
 }
 
 /// _exit(2): for a forked child, skips atexit handlers and stdio flushes inherited from the
@@ -109,19 +119,19 @@ pub fn exit_now(code: i32) -> ! {
 /// `Signal::Kill` or `Signal::Terminate` so it never outlives a crashed supervisor. If the
 /// parent died before this call, the signal never comes: compare the parent pid afterwards.
 pub fn set_parent_death_signal(sig: Signal) -> io::Result<()> {
-    sys::set_parent_death_signal(sig.number())
+    Ok(prctl::set_pdeathsig(sig.to_nix())?)
 }
 
 /// getrlimit(RLIMIT_NOFILE): (soft, hard). `u64::MAX` means unlimited.
 pub fn nofile_limit() -> io::Result<(u64, u64)> {
-    sys::get_nofile_limit()
+    Ok(resource::getrlimit(Resource::RLIMIT_NOFILE)?)
 }
 
 /// setrlimit(RLIMIT_NOFILE) with a new soft limit, keeping the hard limit. `EINVAL` if `soft`
 /// exceeds the hard limit (raising the hard limit needs CAP_SYS_RESOURCE).
 pub fn set_nofile_limit(soft: u64) -> io::Result<()> {
-    let (_, hard) = sys::get_nofile_limit()?;
-    sys::set_nofile_limit(soft, hard)
+    let (_, hard) = nofile_limit()?;
+    Ok(resource::setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?)
 }
 
 /// Soft := hard, returns the new soft limit.
@@ -129,14 +139,14 @@ pub fn set_nofile_limit(soft: u64) -> io::Result<()> {
 /// If the hard limit is unlimited, the soft limit goes to `fs.nr_open` instead (the kernel's
 /// per-process ceiling, default 1048576): RLIMIT_NOFILE may not exceed it (getrlimit(2)).
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    let (soft, hard) = sys::get_nofile_limit()?;
-    let target = if hard == sys::RLIM_INFINITY {
+    let (soft, hard) = nofile_limit()?;
+    let target = if hard == RLIM_INFINITY {
         nr_open().unwrap_or(soft)
     } else {
         hard
     };
     if target > soft {
-        sys::set_nofile_limit(target, hard)?;
+        resource::setrlimit(Resource::RLIMIT_NOFILE, target, hard)?;
     }
     Ok(target.max(soft))
 }

@@ -14,9 +14,15 @@
 //! it. Threads inherit their creator's mask (pthread_sigmask(3)), so create [`Signals`] on the
 //! main thread **before spawning any thread**; then every thread blocks the signals and the
 //! descriptor is the only way they can arrive.
+//!
+//! The signalfd and its reads are raw syscalls in `sys`, because the descriptor is the lesson.
+//! The signal set and the mask are safe `nix` calls made here (`SigSet`, `pthread_sigmask`):
+//! filling a `sigset_t` by hand teaches nothing.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::sys::signal::{self as nix_signal, SigSet, SigmaskHow};
 
 use crate::sys;
 
@@ -37,24 +43,31 @@ pub enum Signal {
 impl Signal {
     /// The signal's number (signal(7)).
     pub fn number(self) -> i32 {
-        match self {
-            Signal::Interrupt => libc::SIGINT,
-            Signal::Terminate => libc::SIGTERM,
-            Signal::Child => libc::SIGCHLD,
-            Signal::Kill => libc::SIGKILL,
-        }
+        self.to_nix() as i32
     }
 
     /// The `Signal` with this number, if it is one of ours.
     pub fn from_number(signo: i32) -> Option<Signal> {
-        match signo {
-            libc::SIGINT => Some(Signal::Interrupt),
-            libc::SIGTERM => Some(Signal::Terminate),
-            libc::SIGCHLD => Some(Signal::Child),
-            libc::SIGKILL => Some(Signal::Kill),
-            _ => None,
+        Signal::ALL.into_iter().find(|s| s.number() == signo)
+    }
+
+    /// The same signal as nix names it, for nix's `kill`, `prctl` and `SigSet`.
+    pub(crate) fn to_nix(self) -> nix_signal::Signal {
+        match self {
+            Signal::Interrupt => nix_signal::Signal::SIGINT,
+            Signal::Terminate => nix_signal::Signal::SIGTERM,
+            Signal::Child => nix_signal::Signal::SIGCHLD,
+            Signal::Kill => nix_signal::Signal::SIGKILL,
         }
     }
+
+    /// Every variant, for [`Signal::from_number`]: one table, in [`Signal::to_nix`].
+    const ALL: [Signal; 4] = [
+        Signal::Interrupt,
+        Signal::Terminate,
+        Signal::Child,
+        Signal::Kill,
+    ];
 }
 
 /// A signalfd for a set of blocked signals: readable while one of them is pending.
@@ -80,11 +93,12 @@ impl Signals {
                 "SIGKILL cannot be blocked or read from a signalfd",
             ));
         }
-        let numbers: Vec<i32> = signals.iter().map(|s| s.number()).collect();
+        let set: SigSet = signals.iter().map(|s| s.to_nix()).collect();
         // Block first: a signal arriving between the two calls then waits, pending, for the fd
-        // instead of running its default action.
-        sys::block_signals(&numbers)?;
-        let fd = sys::signalfd(&numbers)?;
+        // instead of running its default action. pthread_sigmask(3), not sigprocmask(2): the
+        // latter is unspecified in a multi-threaded process, and the mask is per thread anyway.
+        nix_signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+        let fd = sys::signalfd(&set)?;
         Ok(Signals { fd })
     }
 

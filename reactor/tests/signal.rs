@@ -31,7 +31,7 @@ fn main() {
         epoll: &epoll,
     };
 
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 7] = [
         (
             "sigkill_cannot_be_read_from_a_signalfd",
             sigkill_cannot_be_read_from_a_signalfd,
@@ -52,6 +52,10 @@ fn main() {
         (
             "killed_child_is_reaped_as_signaled",
             killed_child_is_reaped_as_signaled,
+        ),
+        (
+            "child_killed_by_a_realtime_signal_is_reaped",
+            child_killed_by_a_realtime_signal_is_reaped,
         ),
     ];
     for (name, scenario) in scenarios {
@@ -155,4 +159,30 @@ fn killed_child_is_reaped_as_signaled(ctx: &Ctx, events: &mut Events) {
         process::reap_any().unwrap(),
         Some((child, ExitStatus::Signaled(libc::SIGKILL)))
     );
+}
+
+fn child_killed_by_a_realtime_signal_is_reaped(ctx: &Ctx, events: &mut Events) {
+    // `process::reap_any` decodes waitpid's status itself rather than through nix, whose
+    // `WaitStatus` cannot name a real-time signal: nix would return EINVAL after the kernel had
+    // already reaped the child, and the pid would be lost (see `sys::waitpid_any_nohang`).
+    let child = match process::fork().unwrap() {
+        Fork::Child => {
+            process::set_parent_death_signal(Signal::Kill).unwrap();
+            std::thread::sleep(DEADLINE);
+            process::exit_now(1)
+        }
+        Fork::Parent(pid) => pid,
+    };
+    // `Signal` has no real-time member (the server never sends one), so send it raw, as an
+    // operator's `kill -RTMIN <pid>` would. Its default action ends the child (signal(7)).
+    let rtmin = libc::SIGRTMIN();
+    // SAFETY: kill(2) takes no pointers; `child` is our own child, not yet reaped, so its pid
+    // cannot have been reused by another process.
+    assert_eq!(unsafe { libc::kill(child.0, rtmin) }, 0);
+    assert_eq!(ctx.next_signal(events), Signal::Child);
+    assert_eq!(
+        process::reap_any().unwrap(),
+        Some((child, ExitStatus::Signaled(rtmin)))
+    );
+    assert_eq!(process::reap_any().unwrap(), None);
 }

@@ -1,4 +1,4 @@
-//! The only module of `reactor` that calls libc: thin, safe wrappers around each raw syscall.
+//! The only module of `reactor` with `unsafe` code: thin, safe wrappers around each raw syscall.
 //!
 //! Every wrapper does three things and nothing more: it turns Rust values into the C
 //! arguments the kernel expects, it makes the call inside one `unsafe` block whose
@@ -6,6 +6,19 @@
 //! back into Rust: `-1` becomes [`io::Error::last_os_error`] through the [`syscall!`] macro,
 //! new descriptors become [`OwnedFd`]. Policy (retrying `EINTR`, mapping `EAGAIN`, counting)
 //! lives one level up, in the module that owns the concept; this file stays a dictionary.
+//!
+//! # What lives here: the rule is `unsafe`, not libc
+//!
+//! This module holds what is unsafe, and only that. The reactor calls raw libc where the raw
+//! call is the lesson: epoll, `accept4` and the socket options, eventfd, signalfd, timerfd,
+//! `TCP_INFO`, io_uring (`uring.rs`), and the `MAP_SHARED` counters of `shm.rs`, which show
+//! how processes share memory. A raw call is always `unsafe`, so all of them are here. Calls
+//! whose raw form teaches nothing but how to fill a C struct go through the `nix` crate, and
+//! a safe nix call is made in the module that owns the concept, not here: `kill`, `getpid`,
+//! `prctl` and the rlimits in `process.rs`, the signal set and mask in `signal.rs`. A nix call
+//! that stays `unsafe` by nature, `fork`, stays here with its `SAFETY:` comment. Two process
+//! calls stay raw although they teach little: `_exit`, which nix lacks, and `waitpid`, whose nix
+//! form loses a child killed by a real-time signal (see [`waitpid_any_nohang`]).
 //!
 //! The `syscall!` macro follows mio's `src/sys/unix/mod.rs`, except that the `unsafe` block is
 //! written at each call site, so clippy's `undocumented_unsafe_blocks` lint makes every
@@ -27,6 +40,9 @@ use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
+
+use nix::sys::signal::SigSet;
+use nix::unistd::ForkResult;
 
 /// Evaluates one libc call and maps a `-1` return to `Err(io::Error::last_os_error())`, i.e. to
 /// the `errno` the call left behind; any other value is `Ok`.
@@ -396,37 +412,15 @@ pub(crate) fn read_u64(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(u64::from_ne_bytes(bytes))
 }
 
-/// Builds a `sigset_t` holding exactly `signals`.
-fn sigset(signals: &[libc::c_int]) -> io::Result<libc::sigset_t> {
-    // SAFETY: sigset_t is a plain bit array; sigemptyset below gives it a defined value anyway.
-    let mut set: libc::sigset_t = unsafe { mem::zeroed() };
-    // SAFETY: `set` is a valid, writable sigset_t (sigemptyset(3)).
-    syscall!(unsafe { libc::sigemptyset(&mut set) })?;
-    for &signo in signals {
-        // SAFETY: `set` is a valid sigset_t; an invalid number fails with EINVAL (sigaddset(3)).
-        syscall!(unsafe { libc::sigaddset(&mut set, signo) })?;
-    }
-    Ok(set)
-}
-
-/// `pthread_sigmask(SIG_BLOCK, signals)`: blocks `signals` in the calling thread only.
-pub(crate) fn block_signals(signals: &[libc::c_int]) -> io::Result<()> {
-    let set = sigset(signals)?;
-    // SAFETY: `set` is a valid sigset_t and a null `oldset` is allowed (pthread_sigmask(3)).
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    // pthread_* functions return the error number instead of setting errno.
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
-    Ok(())
-}
-
-/// `signalfd(-1, signals, SFD_NONBLOCK | SFD_CLOEXEC)`: a new descriptor for `signals`.
-pub(crate) fn signalfd(signals: &[libc::c_int]) -> io::Result<OwnedFd> {
-    let set = sigset(signals)?;
-    // SAFETY: `set` is a valid sigset_t the kernel only reads; fd -1 asks for a new
-    // descriptor (signalfd(2)).
-    let fd = syscall!(unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })?;
+/// `signalfd(-1, set, SFD_NONBLOCK | SFD_CLOEXEC)`: a new descriptor for the signals in `set`.
+///
+/// The set itself is built and blocked with nix in `signal.rs` (a `sigset_t` is a bit array
+/// whose raw construction teaches nothing); the descriptor is the lesson, so it stays raw.
+pub(crate) fn signalfd(set: &SigSet) -> io::Result<OwnedFd> {
+    let set: &libc::sigset_t = set.as_ref();
+    // SAFETY: `set` points to a valid sigset_t (nix's SigSet wraps one, initialised by
+    // sigemptyset(3)) that the kernel only reads; fd -1 asks for a new descriptor (signalfd(2)).
+    let fd = syscall!(unsafe { libc::signalfd(-1, set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })?;
     Ok(owned(fd))
 }
 
@@ -484,16 +478,19 @@ fn timespec(d: Duration) -> libc::timespec {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Processes: fork(2), waitpid(2), kill(2), getpid(2), _exit(2), prctl(2), getrlimit(2)
+// Processes: fork(2), waitpid(2), _exit(2). The safe ones (kill, getpid, prctl, rlimits) are
+// nix calls in `process.rs`: see the module doc.
 // ---------------------------------------------------------------------------------------------
 
-/// `fork()`: 0 in the child, the child's pid in the parent.
+/// `fork()` through nix: `Child` in the child, `Parent { child }` in the parent.
 ///
 /// Safe only in a single-threaded process, which `process::fork` checks before calling it.
-pub(crate) fn fork() -> io::Result<libc::pid_t> {
-    // SAFETY: fork(2) takes no pointers. In a single-threaded process (checked by the caller)
-    // the child is a full copy with no lock held by a thread that no longer exists.
-    syscall!(unsafe { libc::fork() })
+pub(crate) fn fork() -> io::Result<ForkResult> {
+    // SAFETY: nix's fork is `unsafe` because a child forked from a multi-threaded process may
+    // only make async-signal-safe calls until it execs (fork(2) NOTES, signal-safety(7)): the
+    // other threads vanish with the locks they held. The caller has checked that this process
+    // has one thread, so the child is a full copy in which no lock is held by a missing thread.
+    Ok(unsafe { nix::unistd::fork() }?)
 }
 
 /// How a reaped child ended, decoded from waitpid's status word (waitpid(2), WIFEXITED etc.).
@@ -505,6 +502,12 @@ pub(crate) enum RawExit {
 }
 
 /// `waitpid(-1, &status, WNOHANG)`: `Ok(None)` when children exist but none has exited.
+///
+/// Raw libc, not nix, on purpose. nix decodes the status into its `Signal` enum, which knows
+/// only the standard signals: a child killed by a real-time signal (`kill -RTMIN pid`) makes
+/// nix's `waitpid` return `EINVAL` *after* the kernel has reaped the child, so its pid would
+/// be lost and a supervisor would never learn that the worker died. Here the signal number
+/// passes through as a plain integer (tests/signal.rs kills a child with SIGRTMIN).
 pub(crate) fn waitpid_any_nohang() -> io::Result<Option<(libc::pid_t, RawExit)>> {
     let mut status: libc::c_int = 0;
     // SAFETY: `status` is valid for writes of one int (waitpid(2)).
@@ -522,58 +525,15 @@ pub(crate) fn waitpid_any_nohang() -> io::Result<Option<(libc::pid_t, RawExit)>>
     Ok(Some((pid, exit)))
 }
 
-/// `kill(pid, sig)`.
-pub(crate) fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: kill(2) takes no pointers; sending a signal cannot violate memory safety in this
-    // process (at worst it ends it).
-    syscall!(unsafe { libc::kill(pid, sig) })?;
-    Ok(())
-}
-
-/// `getpid()`, which always succeeds (getpid(2)).
-pub(crate) fn getpid() -> libc::pid_t {
-    // SAFETY: getpid(2) takes no arguments and cannot fail.
-    unsafe { libc::getpid() }
-}
-
 /// `_exit(code)`: ends the process at once, without running atexit handlers or flushing stdio.
+///
+/// Raw libc because nix has no `_exit` (and std's `process::exit` runs exactly the clean-up a
+/// forked child must skip).
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit(2) takes no pointers and does not return; skipping destructors is safe
     // (leaking is not undefined behaviour).
     unsafe { libc::_exit(code) }
 }
-
-/// `prctl(PR_SET_PDEATHSIG, sig)`.
-pub(crate) fn set_parent_death_signal(sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: PR_SET_PDEATHSIG takes an integer signal number and no pointers (prctl(2)).
-    syscall!(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })?;
-    Ok(())
-}
-
-/// `getrlimit(RLIMIT_NOFILE)`: (soft, hard).
-pub(crate) fn get_nofile_limit() -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is valid for writes of one rlimit (getrlimit(2)).
-    syscall!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
-    Ok((lim.rlim_cur, lim.rlim_max))
-}
-
-/// `setrlimit(RLIMIT_NOFILE, {soft, hard})`.
-pub(crate) fn set_nofile_limit(soft: u64, hard: u64) -> io::Result<()> {
-    let lim = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: hard,
-    };
-    // SAFETY: `lim` is a valid rlimit the kernel only reads (setrlimit(2)).
-    syscall!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
-    Ok(())
-}
-
-/// `RLIM_INFINITY` as u64, so callers need not name libc.
-pub(crate) const RLIM_INFINITY: u64 = libc::RLIM_INFINITY;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers: descriptor ownership and socket-address conversion (ip(7), ipv6(7))
