@@ -183,7 +183,7 @@ pub struct Args {
 
     /// Stop reading from a connection when this many echoed bytes wait to be sent
     /// (backpressure); resume at a quarter of it.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = count::<usize>(2, 256 << 20), allow_negative_numbers = true)]
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, value_parser = count::<usize>(2, 1 << 30), allow_negative_numbers = true)]
     pub high_water: usize,
 
     /// Close a connection after SECS seconds with no traffic in either direction (0: never).

@@ -47,6 +47,9 @@ pub enum Status {
 pub struct Conn {
     stream: TcpStream,
     core: Core,
+    /// epoll said the peer sent its FIN (`EPOLLRDHUP`): read on past a short read, to the
+    /// end of the stream, because an edge-triggered registration announces the FIN only once.
+    peer_closed: bool,
 }
 
 impl Conn {
@@ -55,7 +58,14 @@ impl Conn {
         Conn {
             stream,
             core: Core::new(protocol, limits, Instant::now()),
+            peer_closed: false,
         }
+    }
+
+    /// epoll reported `EPOLLRDHUP`: the client sent FIN. The next turn reads to the end of the
+    /// stream even after a short read.
+    pub fn peer_closed(&mut self) {
+        self.peer_closed = true;
     }
 
     /// The socket, for registering with epoll.
@@ -147,7 +157,8 @@ impl Conn {
                 return Ok(status);
             }
         }
-        let reads = read_and_receive(core, read, limits, &mut turn, &mut tx)?;
+        let to_eof = self.peer_closed;
+        let reads = read_and_receive(core, read, limits, &mut turn, &mut tx, to_eof)?;
         if let Reads::Stopped(status) = reads {
             return Ok(status);
         }
@@ -174,13 +185,14 @@ enum Reads {
 }
 
 /// Reads while the core wants input, at most `read_budget` times, handing each read to the
-/// core.
+/// core. With `to_eof`, a short read does not end the turn: the FIN is already there.
 fn read_and_receive(
     core: &mut Core,
     read: &mut [u8],
     limits: &Limits,
     turn: &mut Turn<'_>,
     tx: &mut Sender<'_>,
+    to_eof: bool,
 ) -> io::Result<Reads> {
     let mut reads = 0;
     while core.wants_read(limits) {
@@ -205,12 +217,14 @@ fn read_and_receive(
                 None => break,
             }
         }
-        if n < read.len() {
+        if n < read.len() && !to_eof {
             // A short read means the socket held less than we asked for: it is drained now.
             // Trying again would cost a read(2) that returns EAGAIN on nearly every message
             // (nginx's ngx_unix_recv reasons the same). Data that arrives later makes a
             // level-triggered socket readable again and raises a new edge on an
-            // edge-triggered one, so nothing is missed either way.
+            // edge-triggered one, so nothing is missed either way. Not so a FIN that arrived
+            // with the data: its edge is already spent, so after `EPOLLRDHUP` we read on to
+            // the end of the stream.
             break;
         }
     }

@@ -52,7 +52,7 @@
 //! drain deadline at their next turn), and at the drain deadline closes whatever is left.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
@@ -156,6 +156,10 @@ enum Mode {
 struct Slot {
     conn: Mutex<Option<Entry>>,
     run: RunState,
+    /// The reactor saw `EPOLLRDHUP` (the client's FIN) for this connection; the next turn
+    /// reads to the end of the stream. Set before `notify`, whose Release carries it to the
+    /// runner.
+    peer_closed: AtomicBool,
 }
 
 /// A registered connection and what epoll watches it for now.
@@ -199,6 +203,7 @@ impl Shared {
             .map(|_| Slot {
                 conn: Mutex::new(None),
                 run: RunState::closed(),
+                peer_closed: AtomicBool::new(false),
             })
             .collect();
         let mode = match (settings.args.no_oneshot, settings.args.arm) {
@@ -257,6 +262,9 @@ impl Shared {
         };
         if let Some(&deadline) = self.drain.get() {
             entry.conn.begin_close(deadline);
+        }
+        if self.slots[key].peer_closed.swap(false, Ordering::Relaxed) {
+            entry.conn.peer_closed();
         }
         let limits = &self.settings.limits;
         let status = with_scratch(|s| entry.conn.serve(s, limits, Costly::Inline, &self.stats));
@@ -397,7 +405,7 @@ impl<'a> Reactor<'a> {
                     TICK => self.on_tick(),
                     token => {
                         if let Some(key) = conn_key(token) {
-                            self.on_ready(key);
+                            self.on_ready(key, event.is_read_closed());
                         }
                     }
                 }
@@ -414,8 +422,12 @@ impl<'a> Reactor<'a> {
     }
 
     /// An event for connection `key`: queue it, unless a worker holds or will hold it anyway.
-    fn on_ready(&mut self, key: usize) {
+    /// `read_closed`: the event says the client sent FIN (`EPOLLRDHUP`).
+    fn on_ready(&mut self, key: usize, read_closed: bool) {
         let slot = &self.shared.slots[key];
+        if read_closed {
+            slot.peer_closed.store(true, Ordering::Relaxed);
+        }
         if self.shared.mode == Mode::Racy || slot.run.notify() {
             self.backlog.queue(key);
         }

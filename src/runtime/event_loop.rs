@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use pool::counters::Counter;
 use pool::PoolStats;
-use reactor::{Epoll, Events, Interest, Signals, Timer, Token};
+use reactor::{Epoll, Event, Events, Interest, Signals, Timer};
 
 use super::accept::AcceptGate;
 use super::mailbox::{Arrival, Mailbox};
@@ -301,7 +301,7 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
             let timeout = self.hook.before_wait(sleep);
             self.epoll.wait(&mut events, timeout)?;
             for event in events.iter() {
-                self.on_event(event.token())?;
+                self.on_event(event)?;
             }
             for key in yielded {
                 if let Some(entry) = self.conns.get_mut(key) {
@@ -318,15 +318,15 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
         }
     }
 
-    fn on_event(&mut self, token: Token) -> io::Result<()> {
-        match token {
+    fn on_event(&mut self, event: Event) -> io::Result<()> {
+        match event.token() {
             LISTENER => self.on_listener(),
             MAILBOX => self.on_mailbox()?,
             SIGNALS => self.on_signals()?,
             TICK => self.on_tick(),
             token => {
                 if let Some(key) = conn_key(token) {
-                    self.on_ready(key);
+                    self.on_ready(key, event.is_read_closed());
                 }
             }
         }
@@ -390,8 +390,15 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
     }
 
     /// An event for connection `key`: serve it, unless it waits in the ready list.
-    fn on_ready(&mut self, key: usize) {
-        if self.conns.get(key).is_some_and(|e| !e.queued) {
+    /// `read_closed`: the event says the client sent FIN (`EPOLLRDHUP`).
+    fn on_ready(&mut self, key: usize, read_closed: bool) {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return;
+        };
+        if read_closed {
+            entry.conn.peer_closed();
+        }
+        if !entry.queued {
             self.serve(key);
         }
     }
