@@ -38,6 +38,11 @@ pub enum Signal {
     /// `SIGKILL`: cannot be blocked, caught or read from a signalfd; only for
     /// [`process::kill`](crate::process::kill).
     Kill,
+    /// `SIGSTOP`: freezes a process (it cannot be caught either); only for `kill`. Tests and the
+    /// lab use it to hold a server still while the kernel keeps completing handshakes.
+    Stop,
+    /// `SIGCONT`: resumes a stopped process; only for `kill`.
+    Continue,
 }
 
 impl Signal {
@@ -58,15 +63,19 @@ impl Signal {
             Signal::Terminate => nix_signal::Signal::SIGTERM,
             Signal::Child => nix_signal::Signal::SIGCHLD,
             Signal::Kill => nix_signal::Signal::SIGKILL,
+            Signal::Stop => nix_signal::Signal::SIGSTOP,
+            Signal::Continue => nix_signal::Signal::SIGCONT,
         }
     }
 
     /// Every variant, for [`Signal::from_number`]: one table, in [`Signal::to_nix`].
-    const ALL: [Signal; 4] = [
+    const ALL: [Signal; 6] = [
         Signal::Interrupt,
         Signal::Terminate,
         Signal::Child,
         Signal::Kill,
+        Signal::Stop,
+        Signal::Continue,
     ];
 }
 

@@ -174,6 +174,18 @@ pub enum Stop {
     Offload,
 }
 
+/// How far `receive_lines` got through its input.
+enum Processed {
+    /// To the end.
+    All,
+    /// It stopped after `used` bytes; `deferred` is a request it stopped before (offload).
+    Stopped {
+        stop: Stop,
+        used: usize,
+        deferred: Vec<u8>,
+    },
+}
+
 /// What [`Core::receive`] did with its input.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Received {
@@ -375,7 +387,17 @@ impl Core {
             self.send(input, tx)?;
             return Ok(Received::All);
         }
-        self.receive_lines(input, limits, turn, tx)
+        match self.receive_lines(input, limits, turn, tx)? {
+            Processed::All => Ok(Received::All),
+            Processed::Stopped {
+                stop,
+                used,
+                deferred,
+            } => {
+                self.set_aside(&deferred, &input[used..]);
+                Ok(Received::Stopped(stop))
+            }
+        }
     }
 
     /// Processes input set aside by an earlier call, if any, as far as the water marks and the
@@ -393,12 +415,36 @@ impl Core {
         if !self.may_process(limits) {
             return Ok(Received::Stopped(Stop::HighWater));
         }
-        let stash = mem::take(&mut self.stash);
-        let received = self.receive_lines(&stash, limits, turn, tx)?;
-        if received == Received::All && matches!(self.state, State::ReadClosed { .. }) {
-            self.finish_lines(turn, tx)?;
+        let mut stash = mem::take(&mut self.stash);
+        match self.receive_lines(&stash, limits, turn, tx)? {
+            Processed::All => {
+                if matches!(self.state, State::ReadClosed { .. }) {
+                    self.finish_lines(turn, tx)?;
+                }
+                Ok(Received::All)
+            }
+            Processed::Stopped {
+                stop,
+                used,
+                deferred,
+            } if deferred.is_empty() => {
+                // Keep the same buffer: a second one of up to a read would double the
+                // set-aside memory for as long as both live.
+                if used < stash.len() {
+                    stash.drain(..used);
+                    self.stash = stash;
+                }
+                Ok(Received::Stopped(stop))
+            }
+            Processed::Stopped {
+                stop,
+                used,
+                deferred,
+            } => {
+                self.set_aside(&deferred, &stash[used..]);
+                Ok(Received::Stopped(stop))
+            }
         }
-        Ok(received)
     }
 
     /// The client sent FIN. A last unterminated line is answered too (once any set-aside input
@@ -540,7 +586,7 @@ impl Core {
         limits: &Limits,
         turn: &mut Turn<'_>,
         tx: &mut impl Transmit,
-    ) -> io::Result<Received> {
+    ) -> io::Result<Processed> {
         // Replies that still fit under the high-water mark; the one that crosses it is whole.
         let room = limits.high_water.saturating_sub(self.pending_len());
         let parser = self.lines.as_mut().expect("lines protocol");
@@ -577,16 +623,21 @@ impl Core {
                 // Linger until the client's FIN, so that closing with unread input does not
                 // turn into an RST that could destroy the error reply before it is read.
                 self.begin_close(Instant::now() + LINGER_TIME);
-                Ok(Received::All)
+                Ok(Processed::All)
             }
-            (Ok(used), Some(stop)) => {
-                let rest = &input[used..];
-                if !(rest.is_empty() && deferred.is_empty()) {
-                    self.stash = [deferred.as_slice(), rest].concat();
-                }
-                Ok(Received::Stopped(stop))
-            }
-            (Ok(_), None) => Ok(Received::All),
+            (Ok(used), Some(stop)) => Ok(Processed::Stopped {
+                stop,
+                used,
+                deferred,
+            }),
+            (Ok(_), None) => Ok(Processed::All),
+        }
+    }
+
+    /// Keeps `deferred` (a request stopped before) then `rest` for [`Core::resume`].
+    fn set_aside(&mut self, deferred: &[u8], rest: &[u8]) {
+        if !(deferred.is_empty() && rest.is_empty()) {
+            self.stash = [deferred, rest].concat();
         }
     }
 
