@@ -22,6 +22,8 @@ pub const EXTERNAL: &[&str] = &[
     // The Linux kernel's io_uring sources, whose comments define the ring's ordering rules.
     "io_uring/io_uring.c",
     "io_uring/kbuf.c",
+    // tokio's per-resource readiness state, the model for pool::RunState.
+    "ScheduledIo",
 ];
 
 /// What a backticked span names.
