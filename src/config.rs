@@ -106,8 +106,8 @@ pub enum Trigger {
     /// Level-triggered: registered for what the connection wants now, re-registered when that
     /// changes; the kernel re-polls a reported socket at the next `epoll_wait`.
     Level,
-    /// Edge-triggered: registered once for both directions, never modified; the loop comes
-    /// back itself to a connection whose read budget ran out.
+    /// Edge-triggered (the default): the same interests with `EPOLLET`; no re-poll, and the
+    /// loop comes back itself to a connection whose read budget ran out.
     Edge,
 }
 
@@ -206,8 +206,8 @@ pub struct Args {
     pub syscall_stats: bool,
 
     /// How the event-loop models (event-loop, reuseport, listener-pool, prefork, shared-accept,
-    /// reactor-offload) register connections with epoll: `level` or `edge` (see epoll(7)).
-    #[arg(long, value_enum, default_value = "level")]
+    /// reactor-offload) register connections with epoll: `edge` or `level` (see epoll(7)).
+    #[arg(long, value_enum, default_value = "edge")]
     pub epoll_trigger: Trigger,
 
     /// How `reuseport` and `prefork` spread connections over their listeners: `hash` (the

@@ -22,7 +22,7 @@ pub const VARIANTS: &[(&str, &[&str])] = &[
     // The classic EPOLLONESHOT hand-off beside the default edge-triggered one.
     ("reactor-pool", &["--arm", "oneshot"]),
     // The other registration style of the event loop (every event-loop model shares it).
-    ("event-loop", &["--epoll-trigger", "edge"]),
+    ("event-loop", &["--epoll-trigger", "level"]),
 ];
 
 /// Which models (and variants) a test runs against, how many at a time, and how long each

@@ -91,9 +91,9 @@ pub const TABLE: &[Entry] = &[
         &["--spin", "none"],
     ),
     variant(
-        "event-loop-edge",
+        "event-loop-level",
         "event-loop",
-        &["--epoll-trigger", "edge"],
+        &["--epoll-trigger", "level"],
     ),
     variant(
         "reuseport-steer-cpu",
