@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use reactor::process::Pid;
 use reactor::Signal;
 use util::client::{echo_exact, Finish};
-use util::{poll_until, procfs, seed_for, Model, Rng, Server, Watchdog};
+use util::{final_lines, poll_until, procfs, seed_for, Model, Rng, Server, Watchdog};
 
 #[test]
 fn prefork_restarts_a_killed_child() {
@@ -27,6 +27,9 @@ fn prefork_restarts_a_killed_child() {
     for c in &early {
         echo_exact(c, b"before\n").unwrap();
     }
+    // A child publishes its counts for the parent's total on every tick (250 ms); one killed
+    // by SIGKILL cannot publish its last ones, so let a tick pass first.
+    std::thread::sleep(Duration::from_millis(600));
     let victim = before[0];
     reactor::process::kill(Pid(victim), Signal::Kill).unwrap();
     let after = poll_until(Duration::from_secs(10), Duration::from_millis(20), || {
@@ -59,9 +62,16 @@ fn prefork_restarts_a_killed_child() {
     exit.assert_clean();
     assert_eq!(
         exit.final_stats().len(),
-        2,
-        "one final line per live child: {:?}",
+        final_lines(Model::Prefork, 2),
+        "one final line per live child, then the parent's total: {:?}",
         exit.stdout
+    );
+    let children: u64 = exit.final_stats()[..2].iter().map(|s| s.get("accepted")).sum();
+    let total = exit.final_sum("accepted");
+    assert!(
+        total > children,
+        "the parent's total ({total}) adds the killed child's connections to the live \
+         children's ({children})"
     );
 }
 

@@ -13,8 +13,9 @@
 //! what makes `fork` safe (see `process_per_conn`).
 //!
 //! **Stats.** Each child prints its own lines, labelled `child=<i>`, and stores its counts in
-//! slot `i` of a table in `MAP_SHARED` memory made before the first fork ([`SharedCounts`]); the
-//! parent prints the total, last.
+//! slot `i` of a table in `MAP_SHARED` memory made before the first fork ([`SharedCounts`]) on
+//! every tick and at exit; the parent prints the total, last. A child killed by SIGKILL cannot
+//! publish at its end, so the total misses what it served since its last tick (250 ms).
 //!
 //! A child does not reuse the parent's signalfd: signalfd(2) notes that epoll readiness of an
 //! inherited signalfd follows the process that registered it, so the child drops it and opens
