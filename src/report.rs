@@ -38,10 +38,17 @@ pub fn line_of(
     pool: Option<&PoolStats>,
 ) -> String {
     let mut extra = vec![("model", settings.args.model.name().to_string())];
-    if let Some(queue) = listener.and_then(|l| l.accept_queue().ok()) {
-        extra.push(("accept_queue", queue.len.to_string()));
-        extra.push(("accept_backlog", queue.backlog.to_string()));
-    }
+    // Every line has the same fields: once the listener is closed (the drain, the final line)
+    // its queue is empty and its backlog is what `listen` was given, as the kernel capped it.
+    let (queue, backlog) = match listener.and_then(|l| l.accept_queue().ok()) {
+        Some(queue) => (queue.len, queue.backlog),
+        None => {
+            let cap = reactor::somaxconn().unwrap_or(u32::MAX);
+            (0, settings.args.backlog.min(cap))
+        }
+    };
+    extra.push(("accept_queue", queue.to_string()));
+    extra.push(("accept_backlog", backlog.to_string()));
     if let Some(pool) = pool {
         let jobs: Vec<String> = pool.workers.iter().map(|w| w.jobs.to_string()).collect();
         let parked: Vec<String> = pool

@@ -72,7 +72,10 @@ fn every_numeric_flag_out_of_range_is_refused_with_its_range() {
         let out = run_to_exit(&argv, Duration::from_secs(20));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(range), "{args:?} should name {range:?}: {stderr}");
+        assert!(
+            stderr.contains(range),
+            "{args:?} should name {range:?}: {stderr}"
+        );
         assert!(out.stdout.is_empty(), "{args:?} printed something");
     }
 }

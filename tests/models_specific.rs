@@ -66,7 +66,10 @@ fn prefork_restarts_a_killed_child() {
         "one final line per live child, then the parent's total: {:?}",
         exit.stdout
     );
-    let children: u64 = exit.final_stats()[..2].iter().map(|s| s.get("accepted")).sum();
+    let children: u64 = exit.final_stats()[..2]
+        .iter()
+        .map(|s| s.get("accepted"))
+        .sum();
     let total = exit.final_sum("accepted");
     assert!(
         total > children,

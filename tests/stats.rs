@@ -146,3 +146,81 @@ fn reactor_offload_final_line_reports_every_job() {
         );
     }
 }
+
+#[test]
+fn periodic_and_final_lines_carry_the_same_fields_and_the_time() {
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    let args = ["--stats-interval", "0.2", "--workers", "2"];
+    each_model(&args, |server| {
+        server.echo_clients(&[b"ping\n"; 3], Finish::HalfClose, Duration::from_secs(30));
+        server
+            .wait_stats(Duration::from_secs(5), |s| !s.has("child"))
+            .expect("a periodic stats line");
+        |exit: &Exit| {
+            // The server's own lines (a prefork parent's, not its children's labelled ones).
+            let own: Vec<Stats> = exit
+                .stats()
+                .into_iter()
+                .filter(|s| !s.has("child"))
+                .collect();
+            let periodic = own
+                .iter()
+                .rev()
+                .find(|s| !s.has("final"))
+                .expect("periodic");
+            let last = own.last().expect("final");
+            let keys = |s: &Stats| -> Vec<String> {
+                let mut k: Vec<String> = s.0.keys().filter(|k| *k != "final").cloned().collect();
+                k.sort();
+                k
+            };
+            assert_eq!(
+                keys(periodic),
+                keys(last),
+                "periodic {periodic:?}\nfinal {last:?}"
+            );
+            for s in [periodic, last] {
+                let time = &s.0["time"];
+                assert!(
+                    time.len() >= 20 && time.starts_with("20") && time.ends_with('Z'),
+                    "an RFC 3339 UTC time first: {time:?}"
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn json_stats_lines_are_one_object_each_with_the_text_fields() {
+    let _watchdog = Watchdog::new(Duration::from_secs(120));
+    for model in [Model::EventLoop, Model::ReactorPool, Model::Prefork] {
+        let args = [
+            "--stats-interval",
+            "0.2",
+            "--stats-format",
+            "json",
+            "--workers",
+            "2",
+        ];
+        let server = Server::start(model, &args);
+        server.echo_clients(&[b"ping\n"; 2], Finish::HalfClose, Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(500));
+        let exit = server.terminate(Duration::from_secs(20));
+        assert!(exit.status.success(), "[{model:?}] {:?}", exit.status);
+        let objects: Vec<serde_json::Value> = exit.stdout[1..]
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let last = objects.last().expect("a final object");
+        assert_eq!(last["final"], 1, "[{model:?}] {last}");
+        assert_eq!(last["accepted"], 2, "[{model:?}] {last}");
+        assert_eq!(last["model"], model.name(), "[{model:?}] {last}");
+        assert!(last["time"].is_string(), "[{model:?}] {last}");
+        for key in COMMON {
+            assert!(
+                last[key].is_u64(),
+                "[{model:?}] `{key}` is a number: {last}"
+            );
+        }
+    }
+}

@@ -255,8 +255,7 @@ impl<'a> Parent<'a> {
             if self.last_stats.elapsed() >= every {
                 self.last_stats = Instant::now();
                 let listener = self.gate.as_ref().map(|g| &**g.listener());
-                let line = self.line(listener);
-                report::emit(&format!("{line} children={}", self.children.len()));
+                report::emit(&self.line(listener));
             }
         }
     }
@@ -272,10 +271,12 @@ impl<'a> Parent<'a> {
         self.drain_tx = None;
     }
 
-    /// The stats line: the parent's own counts (connections) plus what the children served.
+    /// The stats line: the parent's own counts (connections) plus what the children served,
+    /// and how many children serve now.
     fn line(&self, listener: Option<&TcpListener>) -> String {
         let counts = self.stats.counts() + self.served.get(0);
-        report::line_of(self.settings, counts, listener, None)
+        let line = report::line_of(self.settings, counts, listener, None);
+        format!("{line} children={}", self.children.len())
     }
 
     /// SIGKILL whatever is left, then reap it, so no child outlives the parent.
