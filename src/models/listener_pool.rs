@@ -24,7 +24,7 @@ use reactor::{Interest, Signals, TcpStream};
 use crate::config::Settings;
 use crate::conn::{Conn, Status};
 use crate::runtime::accept::{run_listener_thread, AcceptGate};
-use crate::runtime::event_loop::{self, Inline, Parts, UnderSupervisor};
+use crate::runtime::event_loop::WorkerLoops;
 use crate::runtime::mailbox::{Arrival, Mailbox};
 use crate::runtime::names;
 use crate::runtime::supervisor::{supervise, Supervised};
@@ -42,72 +42,32 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     let stats = Stats::new();
     let settings = Arc::new(settings.clone());
     let tally = Tally::new(settings.workers);
-    let (workers, mut threads) = spawn_workers(&settings, &stats, &tally)?;
+    // No gates: the workers are fed through their mailboxes. The listener thread counts the
+    // connections it hands each one; each loop publishes the messages it served.
+    let gates = (0..settings.workers).map(|_| None).collect();
+    let mut loops = WorkerLoops::spawn(&settings, &stats, &tally, gates, INBOX_CAPACITY)?;
     let listen = Arc::new(Listener {
         settings: Arc::clone(&settings),
         stats: Arc::clone(&stats),
-        workers: workers.clone(),
+        workers: loops.mailboxes.clone(),
         tally,
     });
     let stop_listener = Mailbox::stop_only()?;
     let watch = Arc::downgrade(&listener);
     let gate = AcceptGate::new(listener, settings.args.max_conns);
-    threads.push(spawn_listener(gate, &listen, &stop_listener)?);
+    loops
+        .threads
+        .push(spawn_listener(gate, &listen, &stop_listener)?);
+    let threads = std::mem::take(&mut loops.threads);
     let report = || {
         let line = report::line(&settings, &stats, Weak::upgrade(&watch).as_deref(), None);
         report::with_fields(line, &listen.tally.fields())
     };
     let stop = || {
         stop_listener.request_stop();
-        workers.iter().for_each(|w| w.request_stop());
+        loops.stop_all();
     };
-    supervise(Supervised {
-        signals,
-        stats_interval: settings.stats_interval,
-        drain_timeout: settings.drain_timeout,
-        report: &report,
-        stop: &stop,
-        threads,
-    })
-}
-
-/// The worker loops' mailboxes and threads.
-type Workers = (Vec<Arc<Mailbox>>, Vec<JoinHandle<()>>);
-
-/// Starts the pinned worker loops, each fed through its own mailbox.
-fn spawn_workers(
-    settings: &Arc<Settings>,
-    stats: &Arc<Stats>,
-    tally: &Arc<Tally>,
-) -> io::Result<Workers> {
-    let mut mailboxes = Vec::new();
-    let mut threads = Vec::new();
-    for i in 0..settings.workers {
-        let mailbox = Mailbox::new(INBOX_CAPACITY)?;
-        mailboxes.push(Arc::clone(&mailbox));
-        let (settings, stats) = (Arc::clone(settings), Arc::clone(stats));
-        let (pin, worker) = (settings.pin, Some(tally.slot(i)));
-        threads.push(pool::spawn_pinned(
-            names::event_loop(i),
-            i,
-            pin,
-            move || {
-                let parts = Parts {
-                    gate: None,
-                    mailbox,
-                    role: UnderSupervisor,
-                    hook: Inline,
-                    // The listener thread counts the connections it hands over; the loop
-                    // publishes the messages it served.
-                    worker,
-                };
-                if let Err(e) = event_loop::run(&settings, &stats, parts) {
-                    error!("worker loop {i} failed: {e}");
-                }
-            },
-        )?);
-    }
-    Ok((mailboxes, threads))
+    supervise(Supervised::new(&settings, signals, &report, &stop, threads))
 }
 
 /// Starts the listener thread: accept, then hand over round-robin, until told to stop.

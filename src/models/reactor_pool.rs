@@ -118,14 +118,13 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
         )
     };
     let stop = || mailbox.request_stop();
-    supervise(Supervised {
+    supervise(Supervised::new(
+        settings,
         signals,
-        stats_interval: settings.stats_interval,
-        drain_timeout: settings.drain_timeout,
-        report: &report,
-        stop: &stop,
-        threads: vec![reactor],
-    })
+        &report,
+        &stop,
+        vec![reactor],
+    ))
 }
 
 /// Waits (a second at most) until every worker is parked on an empty ring: then no job is

@@ -8,7 +8,7 @@
 //! busy connection stays on its thread however idle the others are (load imbalance, visible in
 //! per-loop stats), and connections waiting in a closed socket's queue are reset.
 //!
-//! Each thread runs the shared [`event_loop`] under the supervisor, with an [`AcceptGate`] of
+//! Each thread runs the shared event loop ([`WorkerLoops`]) under the supervisor, with an [`AcceptGate`] of
 //! its own (so each has its own spare descriptor for surviving EMFILE). `worker_conns=` in the
 //! stats line shows how the hash spread the connections. `--reuseport-steer cpu` replaces the
 //! hash with a BPF program that picks the listener of the CPU that received the connection
@@ -18,14 +18,11 @@
 use std::io;
 use std::sync::{Arc, Weak};
 
-use log::error;
 use reactor::{Signals, TcpListener};
 
 use crate::config::Settings;
 use crate::runtime::accept::AcceptGate;
-use crate::runtime::event_loop::{self, Inline, Parts, UnderSupervisor};
-use crate::runtime::mailbox::Mailbox;
-use crate::runtime::names;
+use crate::runtime::event_loop::WorkerLoops;
 use crate::runtime::supervisor::{supervise, Supervised};
 use crate::runtime::tally::Tally;
 use crate::stats::Stats;
@@ -37,47 +34,21 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     server::announce(&listeners[0])?;
     let stats = Stats::new();
     let settings = Arc::new(settings.clone());
-    let mut mailboxes = Vec::new();
-    let mut threads = Vec::new();
     // The supervisor watches the listeners through weak references: when a loop drops its
     // listener at shutdown, the socket really closes instead of lingering here.
     let watch: Vec<Weak<TcpListener>> = listeners.iter().map(Arc::downgrade).collect();
     let tally = Tally::new(settings.workers);
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let worker = Some(tally.slot(i));
-        let mailbox = Mailbox::stop_only()?;
-        mailboxes.push(Arc::clone(&mailbox));
-        let (settings, stats) = (Arc::clone(&settings), Arc::clone(&stats));
-        threads.push(pool::spawn_pinned(
-            names::event_loop(i),
-            i,
-            settings.pin,
-            move || {
-                let parts = Parts {
-                    gate: Some(AcceptGate::new(listener, settings.args.max_conns)),
-                    mailbox,
-                    role: UnderSupervisor,
-                    hook: Inline,
-                    worker,
-                };
-                if let Err(e) = event_loop::run(&settings, &stats, parts) {
-                    error!("event loop {i} failed: {e}");
-                }
-            },
-        )?);
-    }
+    let gates = listeners
+        .into_iter()
+        .map(|listener| Some(AcceptGate::new(listener, settings.args.max_conns)))
+        .collect();
+    let mut loops = WorkerLoops::spawn(&settings, &stats, &tally, gates, 2)?;
+    let threads = std::mem::take(&mut loops.threads);
     let report = || {
         let first = watch.iter().find_map(Weak::upgrade);
         let line = report::line(&settings, &stats, first.as_deref(), None);
         report::with_fields(line, &tally.fields())
     };
-    let stop = || mailboxes.iter().for_each(|m| m.request_stop());
-    supervise(Supervised {
-        signals,
-        stats_interval: settings.stats_interval,
-        drain_timeout: settings.drain_timeout,
-        report: &report,
-        stop: &stop,
-        threads,
-    })
+    let stop = || loops.stop_all();
+    supervise(Supervised::new(&settings, signals, &report, &stop, threads))
 }

@@ -14,20 +14,17 @@
 //! queue per worker) and `listener-pool` (round robin). The upside over `reuseport`: a single
 //! accept queue, so a busy worker never holds connections that an idle one could take.
 //!
-//! Each loop is the shared [`event_loop`] under the supervisor, with an accept gate of its own
+//! Each loop is the shared event loop ([`WorkerLoops`]) under the supervisor, with an accept gate of its own
 //! (its own spare descriptor) over the one listener.
 
 use std::io;
 use std::sync::Arc;
 
-use log::error;
 use reactor::Signals;
 
 use crate::config::Settings;
 use crate::runtime::accept::AcceptGate;
-use crate::runtime::event_loop::{self, Inline, Parts, UnderSupervisor};
-use crate::runtime::mailbox::Mailbox;
-use crate::runtime::names;
+use crate::runtime::event_loop::WorkerLoops;
 use crate::runtime::supervisor::{supervise, Supervised};
 use crate::runtime::tally::Tally;
 use crate::stats::Stats;
@@ -40,48 +37,20 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     let stats = Stats::new();
     let settings = Arc::new(settings.clone());
     let tally = Tally::new(settings.workers);
-    let mut mailboxes = Vec::new();
-    let mut threads = Vec::new();
-    for i in 0..settings.workers {
-        let mailbox = Mailbox::stop_only()?;
-        mailboxes.push(Arc::clone(&mailbox));
-        let (settings, stats) = (Arc::clone(&settings), Arc::clone(&stats));
-        let gate = AcceptGate::shared(Arc::clone(&listener), settings.args.max_conns);
-        let worker = Some(tally.slot(i));
-        let pin = settings.pin;
-        threads.push(pool::spawn_pinned(
-            names::event_loop(i),
-            i,
-            pin,
-            move || {
-                let parts = Parts {
-                    gate: Some(gate),
-                    mailbox,
-                    role: UnderSupervisor,
-                    hook: Inline,
-                    worker,
-                };
-                if let Err(e) = event_loop::run(&settings, &stats, parts) {
-                    error!("event loop {i} failed: {e}");
-                }
-            },
-        )?);
-    }
+    let max_conns = settings.args.max_conns;
+    let gates = (0..settings.workers)
+        .map(|_| Some(AcceptGate::shared(Arc::clone(&listener), max_conns)))
+        .collect();
+    let mut loops = WorkerLoops::spawn(&settings, &stats, &tally, gates, 2)?;
     // The loops hold the listener; once they have all dropped their gates at the drain it
     // closes, so the supervisor keeps only a weak reference for the accept-queue figure.
     let watch = Arc::downgrade(&listener);
     drop(listener);
+    let threads = std::mem::take(&mut loops.threads);
     let report = || {
         let line = report::line(&settings, &stats, watch.upgrade().as_deref(), None);
         report::with_fields(line, &tally.fields())
     };
-    let stop = || mailboxes.iter().for_each(|m| m.request_stop());
-    supervise(Supervised {
-        signals,
-        stats_interval: settings.stats_interval,
-        drain_timeout: settings.drain_timeout,
-        report: &report,
-        stop: &stop,
-        threads,
-    })
+    let stop = || loops.stop_all();
+    supervise(Supervised::new(&settings, signals, &report, &stop, threads))
 }

@@ -63,14 +63,13 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     };
     let report = || report::line(&settings, &stats, Weak::upgrade(&watch).as_deref(), None);
     let stop = || mailbox.request_stop();
-    supervise(Supervised {
+    supervise(Supervised::new(
+        &settings,
         signals,
-        stats_interval: settings.stats_interval,
-        drain_timeout: settings.drain_timeout,
-        report: &report,
-        stop: &stop,
-        threads: vec![acceptor],
-    })
+        &report,
+        &stop,
+        vec![acceptor],
+    ))
 }
 
 /// The listener thread: accept and spawn until stopped, then publish the drain deadline and

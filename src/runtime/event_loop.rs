@@ -44,9 +44,10 @@
 use std::io;
 use std::mem;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use pool::counters::Counter;
 use pool::PoolStats;
 use reactor::{Epoll, Event, Events, Interest, Signals, Timer};
@@ -54,8 +55,8 @@ use reactor::{Epoll, Event, Events, Interest, Signals, Timer};
 use super::accept::AcceptGate;
 use super::mailbox::{Arrival, Mailbox};
 use super::shutdown::{read_stop_signals, Drain};
-use super::tally::WorkerSlot;
-use super::{conn_key, conn_token, LISTENER, MAILBOX, SIGNALS, TICK, TICK_PERIOD};
+use super::tally::{Tally, WorkerSlot};
+use super::{conn_key, conn_token, names, LISTENER, MAILBOX, SIGNALS, TICK, TICK_PERIOD};
 use crate::config::{Settings, Trigger};
 use crate::conn::{Conn, Costly, Expiry, Scratch, Status};
 use crate::report;
@@ -224,6 +225,60 @@ pub struct Parts<R, H> {
     pub hook: H,
     /// This loop's place in its model's per-worker counts, if it is one worker of several.
     pub worker: Option<WorkerSlot>,
+}
+
+/// The worker loops of a multi-loop model: their mailboxes (to stop them, or to hand them
+/// connections) and their threads (for the supervisor to join).
+pub struct WorkerLoops {
+    /// Loop `i`'s mailbox.
+    pub mailboxes: Vec<Arc<Mailbox>>,
+    /// The loops' threads.
+    pub threads: Vec<JoinHandle<()>>,
+}
+
+impl WorkerLoops {
+    /// Starts one pinned loop per entry of `gates` (`rawloop-loop-<i>`, on core `i`), each under
+    /// the supervisor, with slot `i` of `tally` and a mailbox of `inbox_capacity` connections.
+    /// A loop with a gate accepts; one without is fed through its mailbox.
+    pub fn spawn(
+        settings: &Arc<Settings>,
+        stats: &Arc<Stats>,
+        tally: &Arc<Tally>,
+        gates: Vec<Option<AcceptGate>>,
+        inbox_capacity: usize,
+    ) -> io::Result<WorkerLoops> {
+        let mut loops = WorkerLoops {
+            mailboxes: Vec::new(),
+            threads: Vec::new(),
+        };
+        for (i, gate) in gates.into_iter().enumerate() {
+            let mailbox = Mailbox::new(inbox_capacity)?;
+            loops.mailboxes.push(Arc::clone(&mailbox));
+            let (settings, stats) = (Arc::clone(settings), Arc::clone(stats));
+            let (pin, worker) = (settings.pin, Some(tally.slot(i)));
+            let name = names::event_loop(i);
+            loops
+                .threads
+                .push(pool::spawn_pinned(name, i, pin, move || {
+                    let parts = Parts {
+                        gate,
+                        mailbox,
+                        role: UnderSupervisor,
+                        hook: Inline,
+                        worker,
+                    };
+                    if let Err(e) = run(&settings, &stats, parts) {
+                        error!("event loop {i} failed: {e}");
+                    }
+                })?);
+        }
+        Ok(loops)
+    }
+
+    /// Asks every loop to drain and stop.
+    pub fn stop_all(&self) {
+        self.mailboxes.iter().for_each(|m| m.request_stop());
+    }
 }
 
 /// Runs the loop until it has been asked to stop (signal or mailbox) and has drained.

@@ -22,6 +22,7 @@ use reactor::{Epoll, Events, Interest, Signals, Timer, Token, Waker};
 
 use super::names;
 use super::shutdown::{read_stop_signals, DEADLINE_GRACE};
+use crate::config::Settings;
 use crate::report;
 
 const SIGNALS: Token = Token(0);
@@ -44,6 +45,26 @@ pub struct Supervised<'a> {
     pub stop: &'a dyn Fn(),
     /// The threads to wait for.
     pub threads: Vec<JoinHandle<()>>,
+}
+
+impl<'a> Supervised<'a> {
+    /// A job with the stats interval and drain timeout of `settings`.
+    pub fn new(
+        settings: &Settings,
+        signals: Signals,
+        report: &'a dyn Fn() -> String,
+        stop: &'a dyn Fn(),
+        threads: Vec<JoinHandle<()>>,
+    ) -> Supervised<'a> {
+        Supervised {
+            signals,
+            stats_interval: settings.stats_interval,
+            drain_timeout: settings.drain_timeout,
+            report,
+            stop,
+            threads,
+        }
+    }
 }
 
 /// Runs until the threads have finished after a stop (or until a second signal or the drain
