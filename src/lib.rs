@@ -14,7 +14,8 @@
 //!
 //! # Layout
 //! - [`config`]: the `echo-server` command line and derived settings.
-//! - [`server`]: start-up shared by all models (signals, limits, bind, the `listening on` line).
+//! - [`run`] (here): start-up (signals, limits) and the chosen model.
+//! - [`server`]: binding shared by all models (the listeners, the `listening on` line).
 //! - [`protocol`]: RFC 862 echo and the line protocol with costly `WORK` requests.
 //! - [`conn`]: the sans-I/O connection state machine ([`conn::core`]) and its drivers
 //!   (readiness, blocking).
@@ -36,3 +37,26 @@ pub mod runtime;
 pub mod server;
 pub mod slab;
 pub mod stats;
+
+use std::io;
+
+use log::{info, warn};
+use reactor::{Signal, Signals};
+
+use crate::config::Settings;
+
+/// Runs the server described by `settings` until it is stopped.
+pub fn run(settings: Settings) -> io::Result<()> {
+    // Signals first, before any thread exists: the blocked mask is inherited by every thread
+    // spawned later, so SIGINT/SIGTERM/SIGCHLD are only ever delivered through the signalfd.
+    let signals = Signals::new(&[Signal::Interrupt, Signal::Terminate, Signal::Child])?;
+    if settings.args.syscall_stats {
+        reactor::syscalls::enable();
+    }
+    report::set_format(settings.args.stats_format);
+    match reactor::process::raise_nofile_limit() {
+        Ok(limit) => info!("descriptor limit: {limit}"),
+        Err(e) => warn!("could not raise RLIMIT_NOFILE: {e}"),
+    }
+    models::run(&settings, signals)
+}

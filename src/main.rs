@@ -12,7 +12,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = rawloop::server::run(settings) {
+    if let Err(e) = rawloop::run(settings) {
         eprintln!("echo-server: {e}");
         std::process::exit(1);
     }

@@ -1,30 +1,13 @@
-//! Start-up shared by every model: limits, signals, binding, the `listening on` line.
+//! Binding shared by every model: the listener(s) and the `listening on` line.
 
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use log::{info, warn};
-use reactor::{ListenOptions, Signal, Signals, TcpListener};
+use reactor::{ListenOptions, TcpListener};
 
 use crate::config::{Settings, Steer};
-use crate::{models, report};
-
-/// Runs the server described by `settings` until it is stopped.
-pub fn run(settings: Settings) -> io::Result<()> {
-    // Signals first, before any thread exists: the blocked mask is inherited by every thread
-    // spawned later, so SIGINT/SIGTERM/SIGCHLD are only ever delivered through the signalfd.
-    let signals = Signals::new(&[Signal::Interrupt, Signal::Terminate, Signal::Child])?;
-    if settings.args.syscall_stats {
-        reactor::syscalls::enable();
-    }
-    report::set_format(settings.args.stats_format);
-    match reactor::process::raise_nofile_limit() {
-        Ok(limit) => info!("descriptor limit: {limit}"),
-        Err(e) => warn!("could not raise RLIMIT_NOFILE: {e}"),
-    }
-    models::run(&settings, signals)
-}
 
 /// Binds a listener on `--bind` (optionally with SO_REUSEPORT, on `addr` instead).
 pub fn bind(settings: &Settings, addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {

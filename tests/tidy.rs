@@ -23,6 +23,8 @@ mod docs;
 mod files;
 #[path = "tidy/lexer.rs"]
 mod lexer;
+#[path = "tidy/modules.rs"]
+mod modules;
 #[path = "tidy/shape.rs"]
 mod shape;
 
@@ -222,6 +224,24 @@ fn no_function_is_longer_than_60_lines() {
          ideas; name them, or add an exception with its reason in tests/tidy/shape.rs):\n{}",
         shape::MAX_FN_LINES,
         offenders.join("\n")
+    );
+}
+
+#[test]
+fn the_application_has_no_module_cycle() {
+    let files: Vec<(String, String)> = rust_files()
+        .into_iter()
+        .filter_map(|(path, text)| Some((path.strip_prefix("src/")?.to_string(), text)))
+        .collect();
+    let deps = modules::dependencies(&files);
+    assert!(
+        deps.contains_key("conn") && deps.contains_key("models"),
+        "{deps:?}"
+    );
+    let cycles = modules::cycles(&deps);
+    assert!(
+        cycles.is_empty(),
+        "modules of src/ that need each other (CONTRIBUTING.md, layout): {cycles:?}\n{deps:#?}"
     );
 }
 

@@ -21,7 +21,7 @@ use reactor::TcpStream;
 use super::core::{Costly, Expiry, Limits};
 use super::readiness::{Conn, Status};
 use super::with_scratch;
-use crate::config::Settings;
+use crate::protocol::Protocol;
 use crate::stats::Stats;
 
 /// How long a blocked read or write waits before returning to check the clock.
@@ -39,17 +39,19 @@ pub fn prepare_blocking(stream: &TcpStream) -> io::Result<()> {
 /// the server is stopping; it is asked between turns, so at least every [`POLL_INTERVAL`] and
 /// between two costly requests of a pipeline (a turn yields after its `WORK` budget).
 pub fn serve_blocking(
-    settings: &Settings,
-    stats: &Stats,
     stream: TcpStream,
+    protocol: Protocol,
+    limits: &Limits,
+    idle_timeout: Option<Duration>,
+    stats: &Stats,
     mut drain: impl FnMut() -> Option<Instant>,
 ) {
     // One read per turn: a second read on a blocking socket would wait for the client.
     let limits = Limits {
         read_budget: 1,
-        ..settings.limits
+        ..*limits
     };
-    let mut conn = Conn::new(stream, settings.args.protocol, &limits);
+    let mut conn = Conn::new(stream, protocol, &limits);
     let mut closing = false;
     with_scratch(|scratch| loop {
         if !closing {
@@ -61,7 +63,7 @@ pub fn serve_blocking(
         if let Status::Close(_) = conn.serve(scratch, &limits, Costly::Inline, stats) {
             return;
         }
-        match conn.core().expired(Instant::now(), settings.idle_timeout) {
+        match conn.core().expired(Instant::now(), idle_timeout) {
             Some(Expiry::Idle) => {
                 stats.idle_closed.incr();
                 return;

@@ -76,7 +76,9 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
                     }
                     deadline.get()
                 };
-                serve_blocking(settings, &own, stream, draining);
+                let (protocol, limits) = (settings.args.protocol, &settings.limits);
+                let idle = settings.idle_timeout;
+                serve_blocking(stream, protocol, limits, idle, &own, draining);
             }
             served.add(0, own.counts());
             process::exit_now(0)

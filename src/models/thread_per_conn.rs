@@ -105,7 +105,16 @@ fn spawn_connection(
         .name(names::CONN.into())
         .stack_size(STACK_SIZE)
         .spawn(move || {
-            serve_blocking(&settings, &stats2, stream, || drain.get().copied());
+            let (protocol, limits) = (settings.args.protocol, &settings.limits);
+            let drain = || drain.get().copied();
+            serve_blocking(
+                stream,
+                protocol,
+                limits,
+                settings.idle_timeout,
+                &stats2,
+                drain,
+            );
             stats2.closed.incr();
         });
     if let Err(e) = spawned {
