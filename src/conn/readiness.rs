@@ -212,10 +212,13 @@ fn read_and_receive(
         }
         tx.stats.bytes_in.add(n as u64);
         if let Received::Stopped(stop) = core.receive(&read[..n], limits, turn, tx)? {
-            match stopped(stop) {
-                Some(status) => return Ok(Reads::Stopped(status)),
-                None => break,
+            if let Some(status) = stopped(stop) {
+                return Ok(Reads::Stopped(status));
             }
+            // High water: whether to read on is the loop condition's business. The replies
+            // may all have gone out (then the core wants input again), or the core is paused
+            // or holds input set aside. Stopping here instead would leave bytes in the socket
+            // that an edge-triggered registration never announces again.
         }
         if n < read.len() && !to_eof {
             // A short read means the socket held less than we asked for: it is drained now.
