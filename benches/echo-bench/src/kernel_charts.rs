@@ -102,6 +102,7 @@ fn backlog(runs: &[BacklogRun], conditions: &[String; 2], dir: &Path) -> Result<
             })
             .collect(),
         markers: markers.clone(),
+        linear: false,
     };
     plot::lines(&queue, &dir.join("backlog-accept-queue.svg"))?;
     let connected = LineChart {
@@ -116,10 +117,11 @@ fn backlog(runs: &[BacklogRun], conditions: &[String; 2], dir: &Path) -> Result<
             .iter()
             .map(|r| Series {
                 name: format!("backlog {}", r.config.backlog),
-                points: cumulative(&r.clients, r.burst_at_s, r.config.deadline_s, |c| c.connect_s),
+                points: cumulative(r, |c| c.connect_s),
             })
             .collect(),
         markers,
+        linear: true,
     };
     plot::lines(&connected, &dir.join("backlog-connected.svg"))?;
     let echoed = LineChart {
@@ -132,7 +134,7 @@ fn backlog(runs: &[BacklogRun], conditions: &[String; 2], dir: &Path) -> Result<
             .iter()
             .map(|r| Series {
                 name: format!("backlog {}", r.config.backlog),
-                points: cumulative(&r.clients, r.burst_at_s, r.config.deadline_s, |c| c.echo_s),
+                points: cumulative(r, |c| c.echo_s),
             })
             .collect(),
         y_axis: "% of the burst echoed".into(),
@@ -145,27 +147,25 @@ fn backlog(runs: &[BacklogRun], conditions: &[String; 2], dir: &Path) -> Result<
     )
 }
 
-/// The percentage of `clients` past a milestone (`when`: seconds from their start) at each
-/// instant since `origin`, as a step line from 0 to the end.
-fn cumulative(
-    clients: &[ClientRecord],
-    origin: f64,
-    until: f64,
-    when: impl Fn(&ClientRecord) -> Option<f64>,
-) -> Vec<(f64, f64)> {
-    let mut times: Vec<f64> = clients
+/// The percentage of a run's clients past a milestone (`when`: seconds from their start) at
+/// each instant since the burst, as a step line to the end of the run.
+fn cumulative(run: &BacklogRun, when: impl Fn(&ClientRecord) -> Option<f64>) -> Vec<(f64, f64)> {
+    let origin = run.burst_at_s;
+    let mut times: Vec<f64> = run
+        .clients
         .iter()
         .filter_map(|c| Some(c.start_s + when(c)? - origin))
         .collect();
     times.sort_by(f64::total_cmp);
-    let n = clients.len().max(1) as f64;
+    let n = run.clients.len().max(1) as f64;
     let mut points = vec![(0.0, 0.0)];
     for (i, t) in times.iter().enumerate() {
         points.push((*t, 100.0 * i as f64 / n));
         points.push((*t, 100.0 * (i + 1) as f64 / n));
     }
+    let end = run.samples.last().map_or(0.0, |s| s.t_s - origin);
     let done = 100.0 * times.len() as f64 / n;
-    points.push((until.max(times.last().copied().unwrap_or(0.0)), done));
+    points.push((end.max(times.last().copied().unwrap_or(0.0)), done));
     points
 }
 
@@ -247,6 +247,7 @@ fn synflood(runs: &[SynfloodRun], conditions: &[String; 2], dir: &Path) -> Resul
             })
             .collect(),
         markers: markers.clone(),
+        linear: false,
     };
     plot::lines(&queue, &dir.join("synflood-syn-queue.svg"))?;
     plot::lines(
@@ -264,7 +265,7 @@ fn synflood(runs: &[SynfloodRun], conditions: &[String; 2], dir: &Path) -> Resul
             conditions,
         ),
         x_axis: "client's start, seconds since the flood started".into(),
-        y_axis: "connect latency (s)".into(),
+        y_axis: "connect latency (ms)".into(),
         series: runs
             .iter()
             .map(|r| Series {
@@ -272,11 +273,15 @@ fn synflood(runs: &[SynfloodRun], conditions: &[String; 2], dir: &Path) -> Resul
                 points: r
                     .clients
                     .iter()
-                    .map(|c| (c.start_s - r.flood_at_s, c.connect_s.unwrap_or(r.config.deadline_s)))
+                    .map(|c| {
+                        let latency = c.connect_s.unwrap_or(r.config.deadline_s);
+                        (c.start_s - r.flood_at_s, latency * 1e3)
+                    })
                     .collect(),
             })
             .collect(),
         markers,
+        linear: false,
     };
     plot::lines(&latency, &dir.join("synflood-connect-latency.svg"))
 }
@@ -320,6 +325,7 @@ fn counter_lines(
         y_axis: "SYNs (cumulative)".into(),
         series,
         markers,
+        linear: false,
     }
 }
 

@@ -85,13 +85,19 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Quick (a smoke test of about a minute) or full.
-    pub fn new(quick: bool, workers: Option<usize>, reps: Option<usize>) -> Settings {
+    /// Quick (a smoke test of about a minute) or full; `duration` overrides the fairness
+    /// runs' length (`lab --duration`).
+    pub fn new(
+        quick: bool,
+        workers: Option<usize>,
+        reps: Option<usize>,
+        duration: Option<Duration>,
+    ) -> Settings {
         let (burst, hold, deadline) = match quick {
             true => (256, 1_500, 8_000),
             false => (2_048, 2_500, 12_000),
         };
-        let (rate, duration, clients, flood_deadline) = match quick {
+        let (rate, flood_s, clients, flood_deadline) = match quick {
             true => (2_000, 2, 10, 3),
             false => (5_000, 5, 25, 5),
         };
@@ -101,9 +107,9 @@ impl Settings {
             "--rate".into(),
             rate.to_string(),
             "--packets".into(),
-            (rate * duration).to_string(),
+            (rate * flood_s).to_string(),
             "--duration".into(),
-            format!("{duration}s"),
+            format!("{flood_s}s"),
             "--clients".into(),
             clients.to_string(),
             "--deadline".into(),
@@ -117,7 +123,7 @@ impl Settings {
             burst_deadline: Duration::from_millis(deadline),
             syncookies: vec![0, 1, 2],
             flood_args: flood_args.to_vec(),
-            load: fairness_load(workers, quick),
+            load: fairness_load(workers, quick, duration),
             reps: reps.unwrap_or(if quick { 1 } else { 3 }).max(1),
         }
     }
@@ -128,20 +134,22 @@ impl Settings {
 /// that which worker a connection lands on decides whether it waits: with every worker always
 /// busy (no pause, more clients than workers) every model spreads the work evenly and only
 /// the scheduler's queueing shows.
-fn fairness_load(workers: usize, quick: bool) -> Load {
+fn fairness_load(workers: usize, quick: bool, duration: Option<Duration>) -> Load {
+    let default = Duration::from_secs(if quick { 2 } else { 5 });
     Load {
         workers,
         clients: (workers / 2).max(1),
         work_us: 2_000,
         pause_us: 1_000,
-        duration_s: if quick { 2.0 } else { 5.0 },
+        duration_s: duration.unwrap_or(default).as_secs_f64(),
     }
 }
 
 /// Runs the kernel scenarios of `selected`; `Ok(true)` when every run that ran succeeded.
 pub fn run(args: &LabArgs, selected: &[String], echo_server: &Path) -> Result<bool, String> {
+    check(args, echo_server)?;
     let started = Instant::now();
-    let settings = Settings::new(args.quick, args.workers, args.reps);
+    let settings = Settings::new(args.quick, args.workers, args.reps, args.duration);
     let me = std::env::current_exe().map_err(|e| format!("cannot find echo-bench itself: {e}"))?;
     let mut file = KernelFile::default();
     let wants = |name: &str| selected.iter().any(|s| s == name);
@@ -161,6 +169,28 @@ pub fn run(args: &LabArgs, selected: &[String], echo_server: &Path) -> Result<bo
             .fairness
             .iter()
             .all(|f| f.runs.iter().all(|r| r.errors == 0)))
+}
+
+/// The lab options the kernel scenarios use, checked before anything runs.
+fn check(args: &LabArgs, echo_server: &Path) -> Result<(), String> {
+    if let Some(n) = args.workers.filter(|n| !(1..=64).contains(n)) {
+        return Err(format!(
+            "--workers {n}: the fairness scenario takes 1-64 workers"
+        ));
+    }
+    if let Some(n) = args.reps.filter(|n| !(1..=20).contains(n)) {
+        return Err(format!("--reps {n}: must be 1-20"));
+    }
+    let bounds = Duration::from_millis(100)..=Duration::from_secs(60);
+    if let Some(d) = args.duration.filter(|d| !bounds.contains(d)) {
+        return Err(format!(
+            "--duration {d:?}: the fairness runs take 100ms-60s"
+        ));
+    }
+    if !echo_server.is_file() {
+        return Err(format!("{}: no such echo-server", echo_server.display()));
+    }
+    Ok(())
 }
 
 /// `lab --replot`: kernel.md and the charts again from `dir/kernel.json`, when it exists.

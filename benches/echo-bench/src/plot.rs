@@ -66,6 +66,8 @@ pub struct LineChart {
     pub series: Vec<Series>,
     /// Vertical dashed lines at these x, with a label.
     pub markers: Vec<(f64, String)>,
+    /// Keep the y axis linear whatever the values span (percentages).
+    pub linear: bool,
 }
 
 /// One bar of a [`BarChart`].
@@ -118,6 +120,22 @@ pub fn shares(chart: &SharesChart, path: &Path) -> Result<(), String> {
 
 type Result2 = Result<(), Box<dyn std::error::Error>>;
 
+/// A row of colour keys under the heading, from `x`: a legend that never hides a line.
+fn draw_keys(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    mut x: i32,
+    keys: impl Iterator<Item = (String, RGBColor)>,
+) -> Result2 {
+    let small = TextStyle::from(("sans-serif", 13)).color(&GREY);
+    let y = HEADER as i32 + 8;
+    for (name, colour) in keys {
+        area.draw(&Rectangle::new([(x, y), (x + 12, y + 12)], colour.filled()))?;
+        area.draw(&Text::new(name.clone(), (x + 17, y - 1), small.clone()))?;
+        x += 34 + 7 * name.chars().count() as i32;
+    }
+    Ok(())
+}
+
 fn draw_heading(area: &DrawingArea<SVGBackend<'_>, Shift>, heading: &Heading) -> Result2 {
     let title = ("sans-serif", 20).into_font().style(FontStyle::Bold);
     area.draw(&Text::new(heading.title.clone(), (16, 10), title))?;
@@ -145,14 +163,18 @@ struct YScale {
 }
 
 impl YScale {
-    fn new(series: &[Series]) -> YScale {
-        let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    fn new(chart: &LineChart) -> YScale {
+        let ys = chart
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1));
         let top = ys.clone().fold(0.0, f64::max);
         let low = ys.filter(|y| *y > 0.0).fold(f64::INFINITY, f64::min);
-        let log = top / low > LOG_SCALE_ABOVE;
-        // Zeros sit half a decade under the smallest value's decade, on the axis floor.
+        let log = !chart.linear && top / low > LOG_SCALE_ABOVE;
+        // Zeros sit a decade under the smallest value's decade, on the axis floor, so every
+        // tick stays on a power of ten.
         let floor = if log {
-            10f64.powf(low.log10().floor()) / 2.0
+            10f64.powf(low.log10().floor() - 1.0)
         } else {
             0.0
         };
@@ -178,28 +200,35 @@ impl YScale {
     }
 
     fn label(&self, v: f64) -> String {
-        match self.log {
-            true => compact(10f64.powf(v).round()),
-            false => compact(v),
+        match (self.log, v.round()) {
+            (true, e) if (v - e).abs() > 0.01 => String::new(),
+            (true, e) if e < 0.0 => format!("{:.*}", (-e) as usize, 10f64.powf(e)),
+            (true, e) => compact(10f64.powf(e)),
+            (false, r) if v.abs() >= 10.0 || (v - r).abs() < 1e-9 => format!("{r:.0}"),
+            (false, _) => compact(v),
         }
     }
 }
 
 fn draw_lines(chart: &LineChart, path: &Path) -> Result2 {
-    let root = SVGBackend::new(path, (WIDTH, 520)).into_drawing_area();
+    let root = SVGBackend::new(path, (WIDTH, 540)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (head, body) = root.split_vertically(HEADER);
+    let (head, body) = root.split_vertically(HEADER + 26);
     let mut heading = chart.heading.clone();
-    let y = YScale::new(&chart.series);
+    let y = YScale::new(chart);
     if y.log {
         heading.reading += " · log scale: each tick is ten times the last; 0 sits on the floor";
     }
     draw_heading(&head, &heading)?;
+    let keys = chart.series.iter().enumerate();
+    draw_keys(&head, 16, keys.map(|(i, s)| (s.name.clone(), colour(i))))?;
     let x_end = chart
         .series
         .iter()
         .flat_map(|s| s.points.last().map(|p| p.0))
-        .fold(1.0, f64::max);
+        .chain(chart.markers.iter().map(|m| m.0))
+        .fold(1.0, f64::max)
+        * 1.03;
     let (y0, y1) = y.range();
     let mut plot = ChartBuilder::on(&body)
         .margin(12)
@@ -224,42 +253,37 @@ fn draw_lines(chart: &LineChart, path: &Path) -> Result2 {
         .draw()?;
     for (i, (x, label)) in chart.markers.iter().enumerate() {
         let dashes = (0..40).map(|k| {
-            let (a, b) = (
-                y0 + (y1 - y0) * k as f64 / 40.0,
-                y0 + (y1 - y0) * (k as f64 + 0.5) / 40.0,
-            );
+            let k = k as f64;
+            let (a, b) = (y0 + (y1 - y0) * k / 40.0, y0 + (y1 - y0) * (k + 0.5) / 40.0);
             PathElement::new(vec![(*x, a), (*x, b)], GREY.stroke_width(1))
         });
         plot.draw_series(dashes)?;
+        // Labels right of their line, or left of it near the right edge.
+        let (side, shift) = match *x > 0.8 * x_end {
+            true => (HPos::Right, -0.005),
+            false => (HPos::Left, 0.005),
+        };
         let style = TextStyle::from(("sans-serif", 12))
             .color(&GREY)
-            .pos(Pos::new(HPos::Left, VPos::Top));
-        let at = y1 - (y1 - y0) * (0.02 + 0.05 * i as f64);
-        plot.draw_series(std::iter::once(Text::new(
-            label.clone(),
-            (*x + x_end * 0.005, at),
-            style,
-        )))?;
+            .pos(Pos::new(side, VPos::Top));
+        let at = (
+            *x + x_end * shift,
+            y1 - (y1 - y0) * (0.02 + 0.05 * i as f64),
+        );
+        plot.draw_series(std::iter::once(Text::new(label.clone(), at, style)))?;
     }
     for (i, series) in chart.series.iter().enumerate() {
-        let colour = PALETTE[i % PALETTE.len()];
         let points = series.points.iter().map(|&(x, v)| (x, y.at(v)));
-        plot.draw_series(LineSeries::new(points, colour.stroke_width(2)))?
-            .label(series.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(3))
-            });
-    }
-    if chart.series.len() > 1 {
-        plot.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(GRID)
-            .label_font(("sans-serif", 13))
-            .draw()?;
+        // Earlier lines wider, so a later one drawn over the same values leaves them visible.
+        let width = 2 + (chart.series.len() - 1 - i) as u32;
+        plot.draw_series(LineSeries::new(points, colour(i).stroke_width(width)))?;
     }
     root.present()?;
     Ok(())
+}
+
+fn colour(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
 }
 
 /// Layout shared by the two kinds of horizontal bars: label column, bar area, text column.
@@ -339,20 +363,8 @@ fn draw_shares(chart: &SharesChart, path: &Path) -> Result2 {
     draw_heading(&root, &chart.heading)?;
     let workers = chart.rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
     let small = TextStyle::from(("sans-serif", 13)).color(&GREY);
-    let mut x = rows.left;
-    for w in 0..workers {
-        let colour = PALETTE[w % PALETTE.len()];
-        root.draw(&Rectangle::new(
-            [(x, HEADER as i32 + 8), (x + 12, HEADER as i32 + 20)],
-            colour.filled(),
-        ))?;
-        root.draw(&Text::new(
-            format!("worker {w}"),
-            (x + 17, HEADER as i32 + 7),
-            small.clone(),
-        ))?;
-        x += 90;
-    }
+    let keys = (0..workers).map(|w| (format!("worker {w}"), colour(w)));
+    draw_keys(&root, rows.left, keys)?;
     let inside = TextStyle::from(("sans-serif", 12))
         .color(&WHITE)
         .pos(Pos::new(HPos::Center, VPos::Center));
@@ -416,6 +428,7 @@ mod tests {
                 },
             ],
             markers: vec![(0.5, "SIGCONT".into())],
+            linear: false,
         };
         lines(&chart, &dir.join("lines.svg")).unwrap();
         let svg = std::fs::read_to_string(dir.join("lines.svg")).unwrap();
