@@ -63,7 +63,7 @@ impl Syn {
     /// The packet, IPv4 header first, both checksums filled in.
     pub fn encode(&self) -> Vec<u8> {
         assert!(
-            self.options.len() % 4 == 0 && self.options.len() <= 40,
+            self.options.len().is_multiple_of(4) && self.options.len() <= 40,
             "TCP options must be padded to 32 bits and fit in 40 bytes"
         );
         let tcp_len = TCP_HEADER + self.options.len();

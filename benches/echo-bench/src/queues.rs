@@ -1,11 +1,11 @@
 //! The two experiments on a listener's kernel queues, run inside a [`PrivateNet`]:
 //!
-//! - [`backlog`]: the server is frozen with SIGSTOP (its accept loop cannot run, nothing else
+//! - [`backlog()`]: the server is frozen with SIGSTOP (its accept loop cannot run, nothing else
 //!   changes: no server flag, no code path of its own), a burst of clients connects, and the
 //!   accept queue fills up to the backlog. Past it, the kernel drops the SYNs
 //!   (`ListenOverflows`, `ListenDrops`) and the clients retransmit them a second or more later.
 //!   SIGCONT lets the server drain the queue and the retransmitted SYNs get in.
-//! - [`synflood`]: spoofed SYNs ([`crate::synflood`]) fill the SYN queue with handshakes that
+//! - [`synflood()`]: spoofed SYNs ([`crate::synflood`]) fill the SYN queue with handshakes that
 //!   never complete, while legitimate clients try to connect, with `tcp_syncookies` 0, 1 or 2.
 //!
 //! Both sample the listener's queues and the `TcpExt` counters every few milliseconds
