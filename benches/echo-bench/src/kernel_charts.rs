@@ -29,7 +29,7 @@ use crate::clients::{self, ClientRecord, Outcome};
 use crate::fairness::FairnessRun;
 use crate::histo::{median, min_max};
 use crate::kernel_lab::KernelFile;
-use crate::kernel_md::{conditions_of, connect_quantile, typical};
+use crate::kernel_md::{conditions_of, connect_quantile, seconds, typical};
 use crate::netstat::Counter;
 use crate::plot::{self, Bar, BarChart, Heading, LineChart, Series, SharesChart};
 use crate::queues::{BacklogRun, SynfloodRun};
@@ -37,16 +37,25 @@ use crate::queues::{BacklogRun, SynfloodRun};
 /// Draws every chart the file has data for into `dir`.
 pub fn draw_all(file: &KernelFile, dir: &Path) -> Result<(), String> {
     let conditions = conditions_of(file);
+    // The namespace experiments run once per setting, whatever --reps says.
+    let once = [once_per_setting(&conditions[0]), conditions[1].clone()];
     if !file.backlog.is_empty() {
-        backlog(&file.backlog, &conditions, dir)?;
+        backlog(&file.backlog, &once, dir)?;
     }
     if !file.synflood.is_empty() {
-        synflood(&file.synflood, &conditions, dir)?;
+        synflood(&file.synflood, &once, dir)?;
     }
     if !file.fairness.is_empty() {
         fairness(file, &conditions, dir)?;
     }
     Ok(())
+}
+
+/// `full run, median of 3 runs per model... · date` -> `full run, one run per setting... · date`.
+fn once_per_setting(line: &str) -> String {
+    let mode = line.split(',').next().unwrap_or("");
+    let date = line.rsplit(" · ").next().unwrap_or("");
+    format!("{mode}, one run per setting, each in a network namespace of its own · {date}")
 }
 
 fn heading(title: &str, reading: &str, conditions: &[String; 2]) -> Heading {
@@ -159,9 +168,16 @@ fn cumulative(run: &BacklogRun, when: impl Fn(&ClientRecord) -> Option<f64>) -> 
     times.sort_by(f64::total_cmp);
     let n = run.clients.len().max(1) as f64;
     let mut points = vec![(0.0, 0.0)];
-    for (i, t) in times.iter().enumerate() {
-        points.push((*t, 100.0 * i as f64 / n));
-        points.push((*t, 100.0 * (i + 1) as f64 / n));
+    let mut level = 0.0;
+    for (i, &t) in times.iter().enumerate() {
+        // One step per millisecond at most: thousands of clients connect within a few, and a
+        // step per client would only make the file heavy.
+        if times.get(i + 1).is_some_and(|&next| next - t < 0.001) {
+            continue;
+        }
+        points.push((t, level));
+        level = 100.0 * (i + 1) as f64 / n;
+        points.push((t, level));
     }
     let end = run.samples.last().map_or(0.0, |s| s.t_s - origin);
     let done = 100.0 * times.len() as f64 / n;
@@ -201,17 +217,21 @@ fn overflow_bars(runs: &[BacklogRun], conditions: &[String; 2]) -> BarChart {
     }
 }
 
-/// `60 echoed, 4 reset` (and the others when there are any).
+/// `60 echoed, 4 reset` (and the other endings when there are any).
 fn ends(records: &[ClientRecord]) -> String {
     let mut text = format!(
         "{} echoed, {} reset",
         clients::count(records, Outcome::Echoed),
         clients::count(records, Outcome::Reset)
     );
-    let other =
-        clients::count(records, Outcome::TimedOut) + clients::count(records, Outcome::Failed);
-    if other > 0 {
-        text += &format!(", {other} other");
+    for (outcome, name) in [
+        (Outcome::TimedOut, "timed out"),
+        (Outcome::Failed, "failed"),
+    ] {
+        match clients::count(records, outcome) {
+            0 => {}
+            n => text += &format!(", {n} {name}"),
+        }
     }
     text
 }
@@ -335,8 +355,7 @@ fn legit_bars(runs: &[SynfloodRun], conditions: &[String; 2]) -> BarChart {
         .map(|r| {
             let echoed = clients::count(&r.clients, Outcome::Echoed);
             let share = 100.0 * echoed as f64 / r.clients.len().max(1) as f64;
-            let p50 = connect_quantile(&r.clients, 0.5)
-                .map_or("-".into(), |s| format!("{:.1} ms", s * 1e3));
+            let p50 = seconds(connect_quantile(&r.clients, 0.5));
             Bar {
                 label: format!("tcp_syncookies {}", r.config.syncookies),
                 value: share,

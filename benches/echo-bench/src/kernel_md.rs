@@ -198,7 +198,8 @@ pub fn connect_quantile(records: &[ClientRecord], q: f64) -> Option<f64> {
     connect.get(at.max(0.0) as usize).copied()
 }
 
-fn seconds(value: Option<f64>) -> String {
+/// A duration in seconds, written in the unit that suits it (`-` for none).
+pub fn seconds(value: Option<f64>) -> String {
     match value {
         None => "-".into(),
         Some(s) if s < 0.01 => format!("{:.2} ms", s * 1e3),

@@ -202,7 +202,10 @@ impl YScale {
     fn label(&self, v: f64) -> String {
         match (self.log, v.round()) {
             (true, e) if (v - e).abs() > 0.01 => String::new(),
+            // The floor holds the zeros.
+            (true, e) if (e - self.floor.log10()).abs() < 0.01 => "0".into(),
             (true, e) if e < 0.0 => format!("{:.*}", (-e) as usize, 10f64.powf(e)),
+            (true, e) if e < 4.0 => format!("{:.0}", 10f64.powf(e)),
             (true, e) => compact(10f64.powf(e)),
             (false, r) if v.abs() >= 10.0 || (v - r).abs() < 1e-9 => format!("{r:.0}"),
             (false, _) => compact(v),
@@ -331,7 +334,7 @@ impl Rows {
 }
 
 fn draw_bars(chart: &BarChart, path: &Path) -> Result2 {
-    let rows = Rows::new(chart.bars.iter().map(|b| b.label.as_str()), 200);
+    let rows = Rows::new(chart.bars.iter().map(|b| b.label.as_str()), 320);
     let root = SVGBackend::new(path, (WIDTH, rows.height(chart.bars.len()))).into_drawing_area();
     root.fill(&WHITE)?;
     draw_heading(&root, &chart.heading)?;
