@@ -130,10 +130,15 @@ fn select_scenarios(list: &str) -> Result<(Vec<String>, Vec<String>), String> {
         .chain(kernel_lab::SCENARIOS.iter())
         .copied()
         .collect();
-    let expanded = list
-        .replace("kernel", &kernel_lab::SCENARIOS.join(","))
-        .replace("all", &scenario::ALL.join(","));
-    let chosen = select(&expanded, &known)?;
+    let expanded: Vec<String> = list
+        .split(',')
+        .map(|word| match word.trim() {
+            "kernel" => kernel_lab::SCENARIOS.join(","),
+            "all" => scenario::ALL.join(","),
+            other => other.to_string(),
+        })
+        .collect();
+    let chosen = select(&expanded.join(","), &known)?;
     let pick = |names: &[&str]| -> Vec<String> {
         names
             .iter()
@@ -446,16 +451,15 @@ fn select(list: &str, known: &[&str]) -> Result<Vec<String>, String> {
         .map(|name| match known.contains(&name) {
             true => Ok(name.to_string()),
             false => Err(format!(
-                "unknown name {name:?}; known: all, {}",
+                "unknown name {name:?}; known: all, kernel, {}",
                 known.join(", ")
             )),
         })
         .collect()
 }
 
-/// The conditions of the lab, for results.md, results.json and every chart.
-/// The conditions of a lab; `timing` is the model scenarios' (the kernel lab has its own
-/// settings, which its page states).
+/// The conditions of the lab, for results.md, results.json and every chart; `timing` is the
+/// model scenarios' (the kernel lab has its own settings, which its page states).
 pub(crate) fn header(
     args: &LabArgs,
     reps: usize,
@@ -489,5 +493,28 @@ pub(crate) fn header(
         server_cpus: args.server_cpus.clone(),
         generator_cpus: args.generator_cpus.clone(),
         syscall_stats: args.syscall_stats,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_split_into_the_model_lab_and_the_kernel_lab() {
+        let (classic, kernel) = select_scenarios("all").unwrap();
+        assert_eq!(classic.len(), scenario::ALL.len());
+        assert!(kernel.is_empty());
+        let (classic, kernel) = select_scenarios("synflood, pingpong,backlog").unwrap();
+        assert_eq!(classic, ["pingpong"]);
+        // In the lab's order, whatever the order given.
+        assert_eq!(kernel, ["backlog", "synflood"]);
+        let (classic, kernel) = select_scenarios("kernel").unwrap();
+        assert!(classic.is_empty() && kernel.len() == 3);
+        let err = select_scenarios("smallx").unwrap_err();
+        assert!(
+            err.contains("\"smallx\"") && err.contains("kernel"),
+            "{err}"
+        );
     }
 }

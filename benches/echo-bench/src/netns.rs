@@ -67,7 +67,6 @@ impl PrivateNet {
     /// Leaves the current network namespace for a new one and brings its loopback up. Call it
     /// from the main thread before starting any other: threads started earlier stay behind.
     pub fn create() -> Result<PrivateNet, NetnsError> {
-        require_tool("ip", "iproute2")?;
         let host = namespace_id().map_err(|e| NetnsError::Failed(e.to_string()))?;
         if let Err(e) = sys::unshare_network_namespace() {
             return Err(match e.kind() {
@@ -75,6 +74,8 @@ impl PrivateNet {
                 _ => NetnsError::Failed(format!("unshare(CLONE_NEWNET): {e}")),
             });
         }
+        // Root first: without it, that is the reason to give, whatever else is missing.
+        require_tool("ip", "iproute2")?;
         let own = namespace_id().map_err(|e| NetnsError::Failed(e.to_string()))?;
         let net = PrivateNet { host, own };
         net.ensure_inside().map_err(NetnsError::Failed)?;
