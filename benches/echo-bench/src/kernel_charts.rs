@@ -189,19 +189,16 @@ fn overflow_bars(runs: &[BacklogRun], conditions: &[String; 2]) -> BarChart {
     let bars = runs
         .iter()
         .map(|r| {
-            let overflows = r
-                .counters
-                .get(&Counter::ListenOverflows)
-                .copied()
-                .unwrap_or(0);
+            let count = |c| r.counters.get(&c).copied().unwrap_or(0);
+            let (overflows, drops) = (count(Counter::ListenOverflows), count(Counter::ListenDrops));
             Bar {
                 label: format!(
-                    "backlog {} · abort_on_overflow {}",
+                    "backlog {} · abort {}",
                     r.config.backlog,
                     u8::from(r.config.abort_on_overflow)
                 ),
                 value: overflows as f64,
-                text: format!("{overflows} · {}", ends(&r.clients)),
+                text: format!("{overflows} (drops {drops}) · {}", ends(&r.clients)),
                 colour: usize::from(r.config.abort_on_overflow),
             }
         })
@@ -209,10 +206,12 @@ fn overflow_bars(runs: &[BacklogRun], conditions: &[String; 2]) -> BarChart {
     BarChart {
         heading: heading(
             "backlog: ListenOverflows per listen backlog",
-            "SYNs (and final ACKs) that found the accept queue full; lower is better",
+            "SYNs (and final ACKs) that found the accept queue full, with tcp_abort_on_overflow 0 \
+             and 1; lower is better",
             conditions,
         ),
-        axis: "TcpExt ListenOverflows during the run · how the clients ended".into(),
+        axis: "TcpExt ListenOverflows (and ListenDrops) during the run · how the clients ended"
+            .into(),
         bars,
     }
 }

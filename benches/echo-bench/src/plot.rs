@@ -334,7 +334,7 @@ impl Rows {
 }
 
 fn draw_bars(chart: &BarChart, path: &Path) -> Result2 {
-    let rows = Rows::new(chart.bars.iter().map(|b| b.label.as_str()), 320);
+    let rows = Rows::new(chart.bars.iter().map(|b| b.label.as_str()), 380);
     let root = SVGBackend::new(path, (WIDTH, rows.height(chart.bars.len()))).into_drawing_area();
     root.fill(&WHITE)?;
     draw_heading(&root, &chart.heading)?;
