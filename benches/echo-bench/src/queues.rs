@@ -214,11 +214,10 @@ pub fn synflood(
     let sampler = Sampler::start(server.addr, epoch, Duration::from_secs_f64(cfg.sample_s))?;
     thread::sleep(LEAD_IN);
     let flood_at = epoch.elapsed();
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = AtomicBool::new(false);
     let flooding = thread::scope(|scope| {
-        let stop_flood = Arc::clone(&stop);
-        let flooder = scope.spawn(move || {
-            let report = flood.run(net, &stop_flood);
+        let flooder = scope.spawn(|| {
+            let report = flood.run(net, &stop);
             (report, epoch.elapsed())
         });
         let clients = legit_clients(target, cfg, flood_at, epoch);
