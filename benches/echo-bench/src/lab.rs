@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 
+use crate::kernel_lab;
 use crate::load::{self, parse_duration, RunConfig};
 use crate::models::{self, Entry, Server, ServerHelp, Skipped};
 use crate::pin::{self, CpuList};
@@ -51,7 +52,8 @@ pub struct LabArgs {
     #[arg(long, default_value = "all")]
     pub models: String,
     /// Scenarios: `all` or a comma-separated list of pingpong, stream, many, accept,
-    /// idle-memory, greedy.
+    /// idle-memory, greedy; and the kernel lab's backlog, synflood, fairness (`kernel`: the
+    /// three; backlog and synflood need root and run in a private network namespace).
     #[arg(long, default_value = "all")]
     pub scenarios: String,
     /// Smoke test: small counts, short runs, one repetition; finishes in about a minute.
@@ -103,9 +105,53 @@ pub fn run(args: &LabArgs) -> Result<bool, String> {
     if args.replot {
         return replot(&args.out);
     }
-    let started = Instant::now();
     // Thousands of sockets on both sides; the servers inherit the raised limit.
     let _ = reactor::process::raise_nofile_limit();
+    let (classic, kernel) = select_scenarios(&args.scenarios)?;
+    let mut ok = true;
+    if !classic.is_empty() {
+        ok &= run_models(args, &classic)?;
+    }
+    if !kernel.is_empty() {
+        let echo_server = match &args.server_bin {
+            Some(path) => path.clone(),
+            None => models::build_echo_server(&models::workspace_root())?,
+        };
+        ok &= kernel_lab::run(args, &kernel, &echo_server)?;
+    }
+    Ok(ok)
+}
+
+/// `--scenarios`: the model scenarios ([`scenario::ALL`], `all` for every one) and the kernel
+/// lab's ([`kernel_lab::SCENARIOS`], `kernel` for the three), each list in the lab's order.
+fn select_scenarios(list: &str) -> Result<(Vec<String>, Vec<String>), String> {
+    let known: Vec<&str> = scenario::ALL
+        .iter()
+        .chain(kernel_lab::SCENARIOS.iter())
+        .copied()
+        .collect();
+    let expanded: Vec<String> = list
+        .split(',')
+        .map(|word| match word.trim() {
+            "kernel" => kernel_lab::SCENARIOS.join(","),
+            "all" => scenario::ALL.join(","),
+            other => other.to_string(),
+        })
+        .collect();
+    let chosen = select(&expanded.join(","), &known)?;
+    let pick = |names: &[&str]| -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| chosen.iter().any(|c| c == *n))
+            .map(|n| n.to_string())
+            .collect()
+    };
+    Ok((pick(&scenario::ALL), pick(&kernel_lab::SCENARIOS)))
+}
+
+/// The model scenarios: every selected model in every selected scenario.
+fn run_models(args: &LabArgs, scenarios: &[String]) -> Result<bool, String> {
+    let started = Instant::now();
     let timing = Timing {
         quick: args.quick,
         duration: args
@@ -117,7 +163,6 @@ pub fn run(args: &LabArgs) -> Result<bool, String> {
         threads: args.threads.max(1),
     };
     let reps = args.reps.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
-    let scenarios = select(&args.scenarios, &scenario::ALL)?;
     let server_mask = server_mask(args)?;
     let (planned, skipped) = plan(args, server_mask)?;
     for s in &skipped {
@@ -128,7 +173,7 @@ pub fn run(args: &LabArgs) -> Result<bool, String> {
     if let Some(cpus) = &args.generator_cpus {
         pin::pin_current_thread(cpus).map_err(|e| format!("--generator-cpus: {e}"))?;
     }
-    let variants = scenario::variants(&scenarios, timing);
+    let variants = scenario::variants(scenarios, timing);
     let logs = args.out.join("logs");
     fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
     let mut file = LabFile {
@@ -154,7 +199,7 @@ pub fn run(args: &LabArgs) -> Result<bool, String> {
             }
         }
     }
-    file.lab = header(args, reps, timing, started.elapsed());
+    file.lab = header(args, reps, Some(timing), started.elapsed());
     let markdown = file.write(&args.out)?;
     println!("{markdown}");
     eprintln!(
@@ -164,13 +209,19 @@ pub fn run(args: &LabArgs) -> Result<bool, String> {
     Ok(all_ok(&file))
 }
 
-/// `--replot`: the Markdown and the charts again from `dir/results.json`.
+/// `--replot`: the Markdown and the charts again from `dir/results.json` and
+/// `dir/kernel.json`, whichever exist.
 fn replot(dir: &Path) -> Result<bool, String> {
-    let file = LabFile::read(&dir.join("results.json"))?;
+    let kernel = kernel_lab::replot(dir)?;
+    let results = dir.join("results.json");
+    if kernel.is_some() && !results.exists() {
+        return Ok(kernel == Some(true));
+    }
+    let file = LabFile::read(&results)?;
     let markdown = file.render(dir)?;
     println!("{markdown}");
     eprintln!("wrote {}/results.md and charts", dir.display());
-    Ok(all_ok(&file))
+    Ok(all_ok(&file) && kernel != Some(false))
 }
 
 fn all_ok(file: &LabFile) -> bool {
@@ -283,7 +334,7 @@ fn brief(run: &RunRecord) -> String {
 /// mask from before it pins itself (else the servers, spawned from the pinned thread, would
 /// inherit the generator's CPUs). Both lists must be CPUs this process may use (its own mask,
 /// from taskset or a cpuset).
-fn server_mask(args: &LabArgs) -> Result<Option<CpuList>, String> {
+pub(crate) fn server_mask(args: &LabArgs) -> Result<Option<CpuList>, String> {
     let own = pin::current_thread_cpus().map_err(|e| format!("sched_getaffinity: {e}"))?;
     for (flag, list) in [
         ("--server-cpus", &args.server_cpus),
@@ -358,7 +409,7 @@ fn plan(
 }
 
 /// How to start `entry`'s server under the lab's options (its CPUs are the caller's to set).
-fn spec(
+pub(crate) fn spec(
     entry: &Entry,
     echo_server: &Path,
     peers_dir: &Path,
@@ -400,15 +451,21 @@ fn select(list: &str, known: &[&str]) -> Result<Vec<String>, String> {
         .map(|name| match known.contains(&name) {
             true => Ok(name.to_string()),
             false => Err(format!(
-                "unknown name {name:?}; known: all, {}",
+                "unknown name {name:?}; known: all, kernel, {}",
                 known.join(", ")
             )),
         })
         .collect()
 }
 
-/// The conditions of the lab, for results.md, results.json and every chart.
-fn header(args: &LabArgs, reps: usize, timing: Timing, took: Duration) -> Header {
+/// The conditions of the lab, for results.md, results.json and every chart; `timing` is the
+/// model scenarios' (the kernel lab has its own settings, which its page states).
+pub(crate) fn header(
+    args: &LabArgs,
+    reps: usize,
+    timing: Option<Timing>,
+    took: Duration,
+) -> Header {
     // Every online CPU of the machine, not the lab's own mask (narrower once pinned).
     let cores = fs::read_to_string("/sys/devices/system/cpu/online")
         .ok()
@@ -429,12 +486,35 @@ fn header(args: &LabArgs, reps: usize, timing: Timing, took: Duration) -> Header
         took_s: took.as_secs_f64(),
         quick: args.quick,
         reps,
-        window_s: timing.duration.as_secs_f64(),
-        warmup_s: timing.warmup.as_secs_f64(),
-        generator_threads: timing.threads,
+        window_s: timing.map_or(0.0, |t| t.duration.as_secs_f64()),
+        warmup_s: timing.map_or(0.0, |t| t.warmup.as_secs_f64()),
+        generator_threads: timing.map_or(0, |t| t.threads),
         server_workers: args.workers,
         server_cpus: args.server_cpus.clone(),
         generator_cpus: args.generator_cpus.clone(),
         syscall_stats: args.syscall_stats,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_split_into_the_model_lab_and_the_kernel_lab() {
+        let (classic, kernel) = select_scenarios("all").unwrap();
+        assert_eq!(classic.len(), scenario::ALL.len());
+        assert!(kernel.is_empty());
+        let (classic, kernel) = select_scenarios("synflood, pingpong,backlog").unwrap();
+        assert_eq!(classic, ["pingpong"]);
+        // In the lab's order, whatever the order given.
+        assert_eq!(kernel, ["backlog", "synflood"]);
+        let (classic, kernel) = select_scenarios("kernel").unwrap();
+        assert!(classic.is_empty() && kernel.len() == 3);
+        let err = select_scenarios("smallx").unwrap_err();
+        assert!(
+            err.contains("\"smallx\"") && err.contains("kernel"),
+            "{err}"
+        );
     }
 }

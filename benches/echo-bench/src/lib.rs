@@ -27,24 +27,53 @@
 //! - [`markdown`]: the page a person reads, `results.md`.
 //! - [`charts`]: which charts the lab draws, and their words.
 //! - [`chart`]: SVG bar charts with `plotters`, on a scale that shows every bar.
+//!
+//! The kernel lab (`lab --scenarios backlog,synflood,fairness`, `echo-bench kernel`):
+//! - [`kernel`]: `echo-bench kernel backlog|synflood`, one experiment in its own namespace.
+//! - [`netns`]: the private network namespace, and the checks that keep experiments in it.
+//! - [`sys`]: the crate's only `unsafe` code: `unshare(2)` and the parent-death signal.
+//! - [`queues`]: the `backlog` and `synflood` experiments.
+//! - [`netstat`]: the listener's queues and the `TcpExt` counters, from `/proc`.
+//! - [`packet`]: an IPv4 + TCP SYN built byte by byte, with its checksums.
+//! - [`synflood`]: the bounded raw-socket SYN generator.
+//! - [`clients`]: one-shot clients (connect, one line, its echo) with their timings.
+//! - [`fairness`]: which worker gets the connection, per model, and Jain's index.
+//! - [`kernel_lab`]: the three scenarios in the lab and `kernel.json`.
+//! - [`kernel_md`]: `kernel.md`, the page a person reads.
+//! - [`kernel_charts`]: which charts the kernel lab draws, and their words.
+//! - [`plot`]: line charts, plain bars and per-worker shares with `plotters`.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod chart;
 pub mod charts;
+pub mod clients;
 pub mod conn;
+pub mod fairness;
 pub mod histo;
+pub mod kernel;
+pub mod kernel_charts;
+pub mod kernel_lab;
+pub mod kernel_md;
 pub mod lab;
 pub mod load;
 pub mod markdown;
 pub mod models;
+pub mod netns;
+pub mod netstat;
+pub mod packet;
 pub mod pin;
+pub mod plot;
 pub mod procfs;
+pub mod queues;
 pub mod report;
 pub mod results;
 pub mod scenario;
 pub mod server;
+pub mod synflood;
+#[allow(unsafe_code)]
+pub mod sys;
 
 pub mod verify;
 pub mod worker;

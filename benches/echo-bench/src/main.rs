@@ -4,12 +4,15 @@
 //! summary (or one JSON object with `--json`); `echo-bench lab [...]` starts `echo-server` with
 //! every model, runs every scenario against each, and writes tables and charts. Both exit with
 //! status 1 when any error was counted (a wrong byte, a reset, a stall...), 2 on bad usage.
+//! `echo-bench kernel backlog|synflood` runs one experiment on the kernel's listen queues in a
+//! network namespace of its own (77: skipped, it needs root).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use echo_bench::kernel::{self, KernelArgs};
 use echo_bench::lab::{self, LabArgs};
 use echo_bench::load::parse_duration;
 use echo_bench::{Protocol, RunConfig};
@@ -35,6 +38,9 @@ enum Command {
     /// Start echo-server with each model, run each scenario against all of them, interleaved
     /// and repeated, and write DIR/results.{json,md} and DIR/*.svg.
     Lab(LabArgs),
+    /// One experiment on the kernel's listen queues (backlog, SYN flood), in a private network
+    /// namespace created for it (needs root).
+    Kernel(KernelArgs),
 }
 
 #[derive(Args, Debug)]
@@ -107,6 +113,8 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        // Before any thread: it unshares its network namespace.
+        Some(Command::Kernel(args)) => kernel::main(&args),
         None => run_once(cli.run),
     }
 }

@@ -27,6 +27,7 @@ use reactor::process::{self, Pid};
 use reactor::Signal;
 
 use crate::pin::{self, CpuList};
+use crate::sys;
 
 /// How long after the server's exit its last stdout lines may take to arrive (a forked worker
 /// may still hold the pipe open for a moment).
@@ -66,6 +67,32 @@ impl RunningServer {
         log: Option<&Path>,
         timeout: Duration,
     ) -> Result<RunningServer, String> {
+        RunningServer::start_with(spec, extra, log, timeout, |_| {})
+    }
+
+    /// Like [`RunningServer::start`], and the server gets SIGKILL when the calling thread
+    /// exits ([`sys::kill_with_parent`]), even stopped by SIGSTOP: what the kernel lab uses
+    /// inside its namespace. Call it from the main thread; `spec.cpus` must be `None` (pinning
+    /// spawns from a helper thread, whose exit would kill the server at once).
+    pub fn start_tied(
+        spec: &ServerSpec,
+        extra: &[String],
+        log: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<RunningServer, String> {
+        if spec.cpus.is_some() {
+            return Err(format!("{}: a tied server cannot be pinned", spec.name));
+        }
+        RunningServer::start_with(spec, extra, log, timeout, sys::kill_with_parent)
+    }
+
+    fn start_with(
+        spec: &ServerSpec,
+        extra: &[String],
+        log: Option<&Path>,
+        timeout: Duration,
+        prepare: impl FnOnce(&mut Command),
+    ) -> Result<RunningServer, String> {
         let stderr = match log {
             Some(path) => File::options()
                 .create(true)
@@ -83,6 +110,7 @@ impl RunningServer {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
+        prepare(&mut command);
         let mut child = pin::spawn_on(spec.cpus.as_ref(), &mut command)
             .map_err(|e| format!("cannot start {}: {e}", spec.program.display()))?;
         let stdout = child.stdout.take().expect("stdout is piped");
