@@ -372,30 +372,12 @@ pub fn metrics(headline: Headline) -> &'static [Metric] {
     }
 }
 
-/// `YYYY-MM-DD HH:MM UTC` for a Unix time, with Howard Hinnant's `civil_from_days`
-/// ("chrono-Compatible Low-Level Date Algorithms"): days since 1970-01-01 to a proleptic
-/// Gregorian date, counting in 400-year eras of 146,097 days that start on March 1st.
+/// `YYYY-MM-DD HH:MM UTC` for a Unix time.
 pub fn utc(unix: u64) -> String {
-    let days = (unix / 86_400) as i64 + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    let seconds = unix % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        seconds / 3_600,
-        seconds % 3_600 / 60
-    )
+    match jiff::Timestamp::from_second(unix as i64) {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        Err(_) => format!("{unix} (Unix time)"),
+    }
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> Result<(), String> {
