@@ -401,6 +401,17 @@ impl Core {
         Ok(received)
     }
 
+    /// Sets `input` aside unprocessed, after what is already set aside, for [`Core::resume`].
+    /// A completion driver calls it instead of [`Core::receive`] for bytes that arrive after
+    /// the connection spent its turn's `WORK` budget: one wait can return several receive
+    /// completions for one connection, and `receive` would run one request per call. Bytes
+    /// that arrive while the server is ending the connection are dropped, as `receive` does.
+    pub fn set_aside(&mut self, input: &[u8]) {
+        if !matches!(self.state, State::Lingering { .. } | State::Aborted) {
+            self.stash.extend_from_slice(input);
+        }
+    }
+
     /// The client sent FIN. A last unterminated line is answered too (once any set-aside input
     /// is processed): nothing received is dropped. A `WORK` line here runs inline even under
     /// `Costly::Defer`: it is the last request of a connection going away, not worth a handoff.
