@@ -31,6 +31,7 @@
 
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use log::{debug, error};
@@ -58,6 +59,49 @@ pub struct RingIo<'a> {
     pub turn: u64,
     /// The time at the start of this turn (one clock read per turn, not per completion).
     pub now: Instant,
+    /// The process's io_uring event counts.
+    pub counters: &'a RingCounters,
+}
+
+/// The ring's rarer events, counted for the stats line (`uring=recv_rearm:3,enobufs:1,...`) so
+/// that a reader, or a test, can see that a path was taken: each one is a pitfall of
+/// `docs/uring.md` handled. Shared by every loop of the process; `Relaxed`, as statistics.
+#[derive(Debug, Default)]
+pub struct RingCounters {
+    /// Multishot recvs armed again after one ended with the stream still open (a full CQ,
+    /// `ENOBUFS`, or a backpressure cancel).
+    pub recv_rearms: AtomicU64,
+    /// Multishot recvs that ended because the provided-buffer group ran dry.
+    pub enobufs: AtomicU64,
+    /// Multishot recvs cancelled because the connection stopped wanting input.
+    pub recv_cancels: AtomicU64,
+    /// Sends the kernel completed short, continued from the same buffer.
+    pub short_sends: AtomicU64,
+    /// Multishot accepts armed again after one ended.
+    pub accept_rearms: AtomicU64,
+    /// Completion-queue overflows drained (`IORING_SQ_CQ_OVERFLOW` flushes and `EBUSY` retries).
+    pub cq_overflows: AtomicU64,
+}
+
+impl RingCounters {
+    /// Adds one to `counter`.
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// The `uring=...` field of the stats line.
+    pub fn field(&self) -> (&'static str, String) {
+        let value = format!(
+            "recv_rearm:{},enobufs:{},recv_cancel:{},short_send:{},accept_rearm:{},cq_overflow:{}",
+            self.recv_rearms.load(Relaxed),
+            self.enobufs.load(Relaxed),
+            self.recv_cancels.load(Relaxed),
+            self.short_sends.load(Relaxed),
+            self.accept_rearms.load(Relaxed),
+            self.cq_overflows.load(Relaxed),
+        );
+        ("uring", value)
+    }
 }
 
 /// What the loop should do with a connection after [`RingConn::settle`].
@@ -83,6 +127,8 @@ enum Recv {
     Armed(OpId),
     /// A cancel is on its way; the recv's final completion has not come back yet.
     Cancelling,
+    /// None armed, but one was before (the next arm is a re-arm).
+    Ended,
 }
 
 /// One client connection driven by completions: its socket, its [`Core`], and what it has in
@@ -238,7 +284,7 @@ impl RingConn {
         if done.more() {
             return;
         }
-        self.recv = Recv::Idle;
+        self.recv = Recv::Ended;
         match done.res() {
             0 if self.closing.is_none() => {
                 let mut serve = Serve::from(io);
@@ -248,7 +294,8 @@ impl RingConn {
             }
             // Ended with data (the CQ was full), out of buffers (ENOBUFS), or cancelled by us:
             // `settle` re-arms if input is still welcome.
-            res if res >= 0 || res == -ENOBUFS || res == -ECANCELED => {}
+            res if res == -ENOBUFS => RingCounters::count(&io.counters.enobufs),
+            res if res >= 0 || res == -ECANCELED => {}
             res => self.fail(res, io.stats),
         }
     }
@@ -266,6 +313,7 @@ impl RingConn {
                 let next = from + n;
                 if next < buf.len() && self.closing.is_none() {
                     // Short: the rest goes first, before any newer reply.
+                    RingCounters::count(&io.counters.short_sends);
                     io.ring.send(&self.socket, buf, next, done.token());
                     self.send_from = Some(next);
                 }
@@ -310,11 +358,15 @@ impl RingConn {
     /// is not welcome (backpressure, or input set aside).
     fn want_input(&mut self, read: bool, io: &mut RingIo<'_>, token: Token) {
         match (read, self.recv) {
-            (true, Recv::Idle) => {
+            (true, Recv::Idle | Recv::Ended) => {
+                if self.recv == Recv::Ended {
+                    RingCounters::count(&io.counters.recv_rearms);
+                }
                 let id = io.ring.recv_multishot(&self.socket, io.group, token);
                 self.recv = Recv::Armed(id);
             }
             (false, Recv::Armed(id)) => {
+                RingCounters::count(&io.counters.recv_cancels);
                 io.ring.cancel(id, CANCEL);
                 self.recv = Recv::Cancelling;
             }
@@ -324,7 +376,8 @@ impl RingConn {
 
     /// Closing: cancel everything in flight (once), and report `Closed` when nothing is left.
     fn close_step(&mut self, io: &mut RingIo<'_>) -> RingStatus {
-        let in_flight = self.recv != Recv::Idle || self.send_from.is_some();
+        let recv_in_flight = matches!(self.recv, Recv::Armed(_) | Recv::Cancelling);
+        let in_flight = recv_in_flight || self.send_from.is_some();
         if !in_flight {
             return RingStatus::Closed(self.closing.unwrap_or(CloseReason::Error));
         }

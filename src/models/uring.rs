@@ -33,6 +33,7 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
             signals,
             stats_interval: settings.stats_interval,
         },
+        counters: Arc::default(),
     };
     uring_loop::run(settings, &Stats::new(), parts)
 }

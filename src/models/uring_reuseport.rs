@@ -20,6 +20,7 @@ use log::error;
 use reactor::{Signals, TcpListener};
 
 use crate::config::Settings;
+use crate::conn::RingCounters;
 use crate::runtime::accept::AcceptGate;
 use crate::runtime::mailbox::Mailbox;
 use crate::runtime::names;
@@ -40,11 +41,13 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     // Weak, as in `reuseport`: a loop that drops its listener at shutdown really closes it.
     let watch: Vec<Weak<TcpListener>> = listeners.iter().map(Arc::downgrade).collect();
     let tally = Tally::new(settings.workers);
+    let counters = Arc::new(RingCounters::default());
     for (i, listener) in listeners.into_iter().enumerate() {
         let slot = tally.slot(i);
         let mailbox = Mailbox::stop_only()?;
         mailboxes.push(Arc::clone(&mailbox));
         let (settings, stats) = (Arc::clone(&settings), Arc::clone(&stats));
+        let counters = Arc::clone(&counters);
         threads.push(pool::spawn_pinned(
             names::event_loop(i),
             i,
@@ -53,6 +56,7 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
                 let parts = Parts {
                     gate: AcceptGate::new(listener, settings.args.max_conns),
                     role: Role::Worker { mailbox, slot },
+                    counters,
                 };
                 if let Err(e) = uring_loop::run(&settings, &stats, parts) {
                     error!("io_uring loop {i} failed: {e}");
@@ -63,7 +67,8 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     let report = || {
         let first = watch.iter().find_map(Weak::upgrade);
         let line = report::line(&settings, &stats, first.as_deref(), None);
-        report::with_fields(line, &tally.fields())
+        let [conns, msgs] = tally.fields();
+        report::with_fields(line, &[conns, msgs, counters.field()])
     };
     let stop = || mailboxes.iter().for_each(|m| m.request_stop());
     supervise(Supervised {

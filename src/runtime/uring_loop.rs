@@ -31,6 +31,7 @@
 
 use std::io;
 use std::mem;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,10 +47,27 @@ use super::tally::WorkerSlot;
 use super::{conn_key, conn_token, LISTENER, MAILBOX, SIGNALS, TICK, TICK_PERIOD};
 use crate::config::Settings;
 use crate::conn::completion::CANCEL;
-use crate::conn::{Expiry, RingConn, RingIo, RingStatus};
+use crate::conn::{Expiry, RingConn, RingCounters, RingIo, RingStatus};
 use crate::report;
 use crate::slab::Slab;
 use crate::stats::{messages_on_this_thread, Stats};
+
+/// What a connection borrows from the loop (fields, not `self`, so that the slab entry can be
+/// borrowed beside it).
+macro_rules! ring_io {
+    ($loop:ident) => {
+        RingIo {
+            ring: &mut $loop.ring,
+            group: $loop.group,
+            limits: &$loop.settings.limits,
+            stats: $loop.stats,
+            scratch: &mut $loop.scratch,
+            turn: $loop.turn,
+            now: $loop.now,
+            counters: &$loop.counters,
+        }
+    };
+}
 
 /// Most SQ entries per ring: one enter submits up to this many operations.
 const SQ_ENTRIES: u32 = 1024;
@@ -79,6 +97,8 @@ pub struct Parts {
     pub gate: AcceptGate,
     /// Standalone or under a supervisor.
     pub role: Role,
+    /// The process's io_uring event counts (one set for all its loops).
+    pub counters: Arc<RingCounters>,
 }
 
 /// Creates a ring on the calling thread (the only thread that may use it) and runs the loop
@@ -127,6 +147,9 @@ struct RingLoop<'a> {
     now: Instant,
     next_id: u32,
     last_stats: Instant,
+    counters: Arc<RingCounters>,
+    /// This ring's CQ overflows already added to `counters`.
+    overflows_counted: u64,
 }
 
 impl<'a> RingLoop<'a> {
@@ -157,6 +180,8 @@ impl<'a> RingLoop<'a> {
             now,
             next_id: 0,
             last_stats: now,
+            counters: parts.counters,
+            overflows_counted: 0,
         };
         this.arm_accept();
         this.arm_role(Vec::new());
@@ -208,15 +233,7 @@ impl<'a> RingLoop<'a> {
             }
             return;
         };
-        let mut io = RingIo {
-            ring: &mut self.ring,
-            group: self.group,
-            limits: &self.settings.limits,
-            stats: self.stats,
-            scratch: &mut self.scratch,
-            turn: self.turn,
-            now: self.now,
-        };
+        let mut io = ring_io!(self);
         entry.conn.on_completion(done, &mut io);
         mark_dirty(&mut self.dirty, entry, token);
     }
@@ -226,15 +243,7 @@ impl<'a> RingLoop<'a> {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
-        let mut io = RingIo {
-            ring: &mut self.ring,
-            group: self.group,
-            limits: &self.settings.limits,
-            stats: self.stats,
-            scratch: &mut self.scratch,
-            turn: self.turn,
-            now: self.now,
-        };
+        let mut io = ring_io!(self);
         entry.conn.resume(&mut io);
         let token = make_token(key, entry.id);
         mark_dirty(&mut self.dirty, entry, token);
@@ -247,15 +256,7 @@ impl<'a> RingLoop<'a> {
                 continue;
             };
             entry.dirty = false;
-            let mut io = RingIo {
-                ring: &mut self.ring,
-                group: self.group,
-                limits: &self.settings.limits,
-                stats: self.stats,
-                scratch: &mut self.scratch,
-                turn: self.turn,
-                now: self.now,
-            };
+            let mut io = ring_io!(self);
             match entry.conn.settle(&mut io, make_token(key, entry.id)) {
                 RingStatus::Wait | RingStatus::Closing => {}
                 RingStatus::Yield => self.ready.push(key),
@@ -282,7 +283,10 @@ impl<'a> RingLoop<'a> {
         match done.result() {
             _ if self.drain.is_draining() => self.gate = None, // closes the listener
             // Ended with a connection (the CQ was full): go on.
-            Ok(_) => self.arm_accept(),
+            Ok(_) => {
+                RingCounters::count(&self.counters.accept_rearms);
+                self.arm_accept();
+            }
             Err(e) if is_fd_exhaustion(&e) => {
                 // io_uring asks for a descriptor before it looks at the accept queue, so an
                 // accept re-armed while the table is full fails at once, forever: shed the
@@ -293,6 +297,7 @@ impl<'a> RingLoop<'a> {
             }
             Err(e) if is_transient(&e) => {
                 debug!("accept failed: {e}");
+                RingCounters::count(&self.counters.accept_rearms);
                 self.arm_accept();
             }
             Err(e) => warn!("accept failed: {e}; trying again at the next tick"),
@@ -357,6 +362,7 @@ impl<'a> RingLoop<'a> {
             self.arm_tick();
         }
         let now = self.now;
+        self.count_overflows();
         self.sweep_expired(now);
         if let Some(gate) = &mut self.gate {
             gate.refill_spare();
@@ -424,7 +430,8 @@ impl<'a> RingLoop<'a> {
     }
 
     /// Drained or past the deadline: close what is left and say so.
-    fn finish(self) -> io::Result<()> {
+    fn finish(mut self) -> io::Result<()> {
+        self.count_overflows();
         let RingLoop {
             ring,
             conns,
@@ -432,6 +439,7 @@ impl<'a> RingLoop<'a> {
             role,
             settings,
             stats,
+            counters,
             ..
         } = self;
         let open = conns.len();
@@ -448,6 +456,7 @@ impl<'a> RingLoop<'a> {
             Role::Worker { slot, .. } => slot.publish_msgs(messages_on_this_thread()),
             Role::Standalone { .. } => {
                 let line = report::line(settings, stats, None, None);
+                let line = report::with_fields(line, &[counters.field()]);
                 report::emit(&report::final_line(line));
             }
         }
@@ -457,7 +466,17 @@ impl<'a> RingLoop<'a> {
     /// The stats line of this loop now (the whole server's, when standalone).
     fn line(&self) -> String {
         let listener = self.gate.as_ref().map(|g| &**g.listener());
-        report::line(self.settings, self.stats, listener, None)
+        let line = report::line(self.settings, self.stats, listener, None);
+        report::with_fields(line, &[self.counters.field()])
+    }
+
+    /// Adds this ring's CQ overflows since the last call to the shared counts.
+    fn count_overflows(&mut self) {
+        let stats = self.ring.stats();
+        let total = stats.overflow_flushes + stats.busy_retries;
+        let new = total - self.overflows_counted;
+        self.overflows_counted = total;
+        self.counters.cq_overflows.fetch_add(new, Ordering::Relaxed);
     }
 
     fn arm_accept(&mut self) {
