@@ -230,7 +230,10 @@ fn connections_dropped_mid_stream_leave_no_descriptor_and_spare_the_others() {
         echo_exact(&late, b"still serving\n").unwrap();
         drop(late);
         let stats = finish(server);
+        eprintln!("[{model}] drops mid-stream: uring={}", stats.0["uring"]);
         assert_eq!(stats.get("open"), 0);
+        // The victims had stopped the server reading: their recvs were being cancelled.
+        assert!(uring_count(&stats, "recv_cancel") > 0);
     });
 }
 

@@ -2,7 +2,7 @@
 //!
 //! The readiness driver asks the kernel *may I read?* and then reads; this one hands the kernel
 //! standing orders and is told what happened. Per connection there are at most two operations
-//! in flight on its [`Ring`](reactor::uring::Ring), never more:
+//! in flight on its [`reactor::uring::Ring`], never more:
 //!
 //! - **one multishot recv** into the thread's provided-buffer group: each completion lends a
 //!   buffer holding the bytes the kernel already received. They go to [`Core::receive`], which

@@ -333,10 +333,13 @@ impl<'a> RingLoop<'a> {
             return;
         }
         match &self.role {
-            Role::Standalone { .. } => match uring::siginfo_signal(&buf) {
-                Some(signal @ (Signal::Interrupt | Signal::Terminate)) => self.on_stop(signal),
-                _ => {}
-            },
+            Role::Standalone { .. } => {
+                // SIGCHLD is in the set too (server::run blocks it for every model): ignored.
+                let signal = uring::siginfo_signal(&buf);
+                if let Some(signal @ (Signal::Interrupt | Signal::Terminate)) = signal {
+                    self.on_stop(signal);
+                }
+            }
             Role::Worker { mailbox, .. } => {
                 if mailbox.stop_requested() {
                     self.begin_drain();
