@@ -197,7 +197,7 @@ fn connections_dropped_mid_stream_leave_no_descriptor_and_spare_the_others() {
         for round in 0..3 {
             let survivors = connect_many(server.addr(), 16, Duration::from_secs(30)).unwrap();
             let sent = payloads(&mut rng, 16, 512 * 1024);
-            let victims = stuff_victims(&server, &mut rng, 32);
+            let victims = stuff_victims(&server, &mut rng, 16);
             std::thread::scope(|s| {
                 let checked = s.spawn(|| {
                     echo_many(
@@ -351,19 +351,19 @@ fn without_io_uring_the_model_is_refused_with_its_cause() {
     }
 }
 
-/// Opens `n` connections that each send more than the kernel buffers on both sides and read
-/// nothing: the server ends up with a send in flight (blocked on a full socket) and its recv
-/// cancelled or armed, which is what dropping them must survive.
+/// Opens `n` connections that each send until the kernel buffers on both sides are full and
+/// the server has stopped reading, and read nothing: the server ends up with a send in flight
+/// (blocked on a full socket) and its recv cancelled, which is what dropping them must survive.
 fn stuff_victims(server: &Server, rng: &mut Rng, n: usize) -> Vec<TcpStream> {
     let victims = connect_many(server.addr(), n, Duration::from_secs(30)).unwrap();
     let junk = rng.bytes(1 << 20);
     for victim in &victims {
         victim.set_nonblocking(true).unwrap();
-        let mut written = 0;
-        while written < junk.len() {
-            match (&*victim).write(&junk[written..]) {
-                Ok(n) => written += n,
-                Err(_) => break, // full both ways: exactly the state wanted
+        let mut last_progress = Instant::now();
+        while last_progress.elapsed() < Duration::from_millis(50) {
+            match (&*victim).write(&junk) {
+                Ok(_) => last_progress = Instant::now(),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         }
     }

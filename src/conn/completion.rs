@@ -61,6 +61,41 @@ pub struct RingIo<'a> {
     pub now: Instant,
     /// The process's io_uring event counts.
     pub counters: &'a RingCounters,
+    /// The thread's empty send buffers, lent to cores so that sends do not allocate.
+    pub spare: &'a mut SpareBuffers,
+}
+
+/// A thread's empty send buffers: a send's `Vec` comes back with its completion and is kept
+/// here, then lent to the next core that receives, instead of being freed and allocated again
+/// (a stream of 64 KiB sends would otherwise fault in fresh pages every time). Bounded in count
+/// and size, and owned by the thread, never by an idle connection.
+#[derive(Debug, Default)]
+pub struct SpareBuffers {
+    buffers: Vec<Vec<u8>>,
+}
+
+impl SpareBuffers {
+    /// Most buffers kept.
+    const COUNT: usize = 16;
+    /// Largest buffer kept.
+    const MAX_CAPACITY: usize = 128 * 1024;
+
+    /// Keeps `buf` (emptied) if there is room and it is not too large; frees it otherwise.
+    pub fn keep(&mut self, mut buf: Vec<u8>) {
+        if self.buffers.len() < Self::COUNT && buf.capacity() <= Self::MAX_CAPACITY {
+            buf.clear();
+            self.buffers.push(buf);
+        }
+    }
+
+    /// Lends a kept buffer to `core` if it has none.
+    fn lend_to(&mut self, core: &mut Core) {
+        if let Some(buf) = self.buffers.pop() {
+            if let Some(back) = core.lend_buffer(buf) {
+                self.buffers.push(back);
+            }
+        }
+    }
 }
 
 /// The ring's rarer events, counted for the stats line (`uring=recv_rearm:3,enobufs:1,...`) so
@@ -210,6 +245,7 @@ impl RingConn {
         if self.closing.is_some() || self.budget_spent(io.turn) {
             return;
         }
+        io.spare.lend_to(&mut self.core);
         let mut serve = Serve::from(io);
         self.run_core(&mut serve, |core, limits, turn| {
             core.resume(limits, turn, &mut QueueOnly).map(drop)
@@ -230,11 +266,16 @@ impl RingConn {
             self.closing_reason(reason);
             return self.close_step(io);
         }
+        let mut sending_now = false;
         if self.send_from.is_none() {
             if let Some(out) = self.core.take_output() {
                 io.ring.send(&self.socket, out, 0, token);
                 self.send_from = Some(0);
+                sending_now = true;
             }
+        }
+        if let Some(unused) = self.core.unused_buffer() {
+            io.spare.keep(unused);
         }
         if self.core.fin_due() {
             // ENOTCONN here means the peer is already gone; its recv will say so.
@@ -242,6 +283,13 @@ impl RingConn {
             self.core.fin_sent();
         }
         match next {
+            // Past the high-water mark with a send just queued: that send usually completes
+            // inline at the next enter and takes the connection below the low-water mark, so
+            // the recv is cancelled only if the connection is still paused at its next
+            // settle (a send that did not complete, or more input). Cancelling at once would
+            // cost a cancel and a re-arm every time one turn brings in a high-water mark's
+            // worth, which a stream of 64 KiB bursts does on every turn.
+            Next::Wait { read: false, .. } if sending_now => RingStatus::Wait,
             Next::Wait { read, .. } => {
                 self.want_input(read, io, token);
                 RingStatus::Wait
@@ -261,6 +309,7 @@ impl RingConn {
             io.stats.bytes_in.add(buf.len() as u64);
             self.core.touch(io.now);
             if self.closing.is_none() {
+                io.spare.lend_to(&mut self.core);
                 let bytes = io.ring.buffer(&buf);
                 let mut serve = Serve {
                     limits: io.limits,
@@ -316,6 +365,8 @@ impl RingConn {
                     RingCounters::count(&io.counters.short_sends);
                     io.ring.send(&self.socket, buf, next, done.token());
                     self.send_from = Some(next);
+                } else {
+                    io.spare.keep(buf);
                 }
             }
             res if res == -ECANCELED && self.closing.is_some() => {}

@@ -457,6 +457,25 @@ impl Core {
         Some(out)
     }
 
+    /// Lends the core an empty buffer to queue its next replies in: a completion driver's
+    /// buffer from an earlier send, so that a busy connection does not allocate (and fault in)
+    /// a new one for every send. Kept only when the core holds no buffer; otherwise given back.
+    pub fn lend_buffer(&mut self, mut buf: Vec<u8>) -> Option<Vec<u8>> {
+        if self.out.capacity() > 0 {
+            return Some(buf);
+        }
+        buf.clear();
+        self.out = buf;
+        self.sent = 0;
+        None
+    }
+
+    /// Takes back the queue's buffer when it holds no reply (a lent one that nothing was
+    /// written into), so that an idle connection keeps no buffer.
+    pub fn unused_buffer(&mut self) -> Option<Vec<u8>> {
+        (self.out.is_empty() && self.out.capacity() > 0).then(|| mem::take(&mut self.out))
+    }
+
     /// The kernel confirmed `n` bytes of the output taken by [`take_output`](Core::take_output).
     pub fn output_sent(&mut self, n: usize) {
         debug_assert!(n <= self.in_flight);

@@ -47,7 +47,7 @@ use super::tally::WorkerSlot;
 use super::{conn_key, conn_token, LISTENER, MAILBOX, SIGNALS, TICK, TICK_PERIOD};
 use crate::config::Settings;
 use crate::conn::completion::CANCEL;
-use crate::conn::{Expiry, RingConn, RingCounters, RingIo, RingStatus};
+use crate::conn::{Expiry, RingConn, RingCounters, RingIo, RingStatus, SpareBuffers};
 use crate::report;
 use crate::slab::Slab;
 use crate::stats::{messages_on_this_thread, Stats};
@@ -65,6 +65,7 @@ macro_rules! ring_io {
             turn: $loop.turn,
             now: $loop.now,
             counters: &$loop.counters,
+            spare: &mut $loop.spare,
         }
     };
 }
@@ -142,6 +143,7 @@ struct RingLoop<'a> {
     /// Connections that yielded, served again next turn.
     ready: Vec<usize>,
     scratch: Vec<u8>,
+    spare: SpareBuffers,
     drain: Drain,
     turn: u64,
     now: Instant,
@@ -175,6 +177,7 @@ impl<'a> RingLoop<'a> {
             dirty: Vec::new(),
             ready: Vec::new(),
             scratch: Vec::new(),
+            spare: SpareBuffers::default(),
             drain: Drain::default(),
             turn: 0,
             now,
