@@ -362,7 +362,8 @@ fn stuff_victims(server: &Server, rng: &mut Rng, n: usize) -> Vec<TcpStream> {
         let mut last_progress = Instant::now();
         while last_progress.elapsed() < Duration::from_millis(50) {
             match (&*victim).write(&junk) {
-                Ok(_) => last_progress = Instant::now(),
+                Ok(n) if n > 0 => last_progress = Instant::now(),
+                Ok(_) => break,
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         }
