@@ -189,11 +189,11 @@ pub struct Args {
 
     /// Test switch for the io_uring models: provided buffers per ring. A few buffers make a
     /// multishot recv run dry (ENOBUFS) under load.
-    #[arg(long, hide = true, default_value_t = 512, value_parser = count::<u16>(1, 32_768), allow_negative_numbers = true)]
+    #[arg(long, hide = true, default_value_t = 256, value_parser = count::<u16>(1, 32_768), allow_negative_numbers = true)]
     pub uring_buffers: u16,
 
     /// Test switch for the io_uring models: bytes per provided buffer (at most one read chunk).
-    #[arg(long, hide = true, default_value_t = 8192, value_parser = count::<u32>(16, 65_536), allow_negative_numbers = true)]
+    #[arg(long, hide = true, default_value_t = 16_384, value_parser = count::<u32>(16, 65_536), allow_negative_numbers = true)]
     pub uring_buffer_size: u32,
 }
 
