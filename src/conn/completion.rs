@@ -266,12 +266,10 @@ impl RingConn {
             self.closing_reason(reason);
             return self.close_step(io);
         }
-        let mut sending_now = false;
         if self.send_from.is_none() {
             if let Some(out) = self.core.take_output() {
                 io.ring.send(&self.socket, out, 0, token);
                 self.send_from = Some(0);
-                sending_now = true;
             }
         }
         if let Some(unused) = self.core.unused_buffer() {
@@ -283,13 +281,6 @@ impl RingConn {
             self.core.fin_sent();
         }
         match next {
-            // Past the high-water mark with a send just queued: that send usually completes
-            // inline at the next enter and takes the connection below the low-water mark, so
-            // the recv is cancelled only if the connection is still paused at its next
-            // settle (a send that did not complete, or more input). Cancelling at once would
-            // cost a cancel and a re-arm every time one turn brings in a high-water mark's
-            // worth, which a stream of 64 KiB bursts does on every turn.
-            Next::Wait { read: false, .. } if sending_now => RingStatus::Wait,
             Next::Wait { read, .. } => {
                 self.want_input(read, io, token);
                 RingStatus::Wait
