@@ -36,6 +36,12 @@ pub enum Model {
     /// N pinned loops share one listener, each watching it with EPOLLEXCLUSIVE: nginx's shape
     /// without `reuseport`.
     SharedAccept,
+    /// One thread, one io_uring, everything inline: `event-loop` with completions instead of
+    /// readiness (multishot accept and recv, provided buffers).
+    Uring,
+    /// N pinned threads, each with its own io_uring and SO_REUSEPORT listener: thread-per-core,
+    /// as monoio and glommio run.
+    UringReuseport,
 }
 
 impl Model {
@@ -51,7 +57,14 @@ impl Model {
             Model::Reuseport => "reuseport",
             Model::Prefork => "prefork",
             Model::SharedAccept => "shared-accept",
+            Model::Uring => "uring",
+            Model::UringReuseport => "uring-reuseport",
         }
+    }
+
+    /// Whether the model runs on io_uring (and so needs it from the kernel).
+    pub fn uses_io_uring(self) -> bool {
+        matches!(self, Model::Uring | Model::UringReuseport)
     }
 }
 
@@ -231,6 +244,21 @@ pub struct Args {
     /// connection; watch the `overlaps` counter catch it.
     #[arg(long, hide = true)]
     pub no_oneshot: bool,
+
+    /// Test switch for the io_uring models: entries of each ring's completion queue (a power of
+    /// two; the SQ gets at most as many). A tiny CQ forces overflow and early ends of
+    /// multishot operations.
+    #[arg(long, hide = true, default_value_t = 4096, value_parser = count::<u32>(2, 65_536), allow_negative_numbers = true)]
+    pub uring_cq_entries: u32,
+
+    /// Test switch for the io_uring models: provided buffers per ring. A few buffers make a
+    /// multishot recv run dry (ENOBUFS) under load.
+    #[arg(long, hide = true, default_value_t = 256, value_parser = count::<u16>(1, 32_768), allow_negative_numbers = true)]
+    pub uring_buffers: u16,
+
+    /// Test switch for the io_uring models: bytes per provided buffer (at most one read chunk).
+    #[arg(long, hide = true, default_value_t = 16_384, value_parser = count::<u32>(16, 65_536), allow_negative_numbers = true)]
+    pub uring_buffer_size: u32,
 }
 
 /// Settings derived from [`Args`], shared by every thread of a model.
@@ -258,6 +286,11 @@ impl Settings {
     /// [`Args`] built by hand.
     pub fn from_args(args: Args) -> Result<Settings, String> {
         let optional = |secs: f64| (secs > 0.0).then(|| Duration::from_secs_f64(secs));
+        if args.model.uses_io_uring() {
+            // Refused like a bad flag (exit 2), naming why: sysctl, seccomp, an old kernel.
+            reactor::uring::available()
+                .map_err(|cause| format!("--model {}: {cause}", args.model.name()))?;
+        }
         let workers = args.workers.unwrap_or_else(pool::available_cores);
         if !(1..=1024).contains(&workers) {
             return Err(format!(

@@ -145,7 +145,8 @@ pub fn final_line(line: String) -> String {
 }
 
 /// `futex_wakes` are the pool's wakeups of parked workers (each a `futex(FUTEX_WAKE)`), which
-/// the pool counts itself because `reactor` never sees them.
+/// the pool counts itself because `reactor` never sees them. The io_uring models add
+/// `io_uring_enter` (syscalls) and the SQEs and CQEs those enters carried (work, not syscalls).
 fn syscalls_per_message(messages: u64, futex_wakes: u64) -> String {
     let counts = reactor::syscalls::snapshot();
     let per = |n: u64| n as f64 / messages.max(1) as f64;
@@ -153,7 +154,7 @@ fn syscalls_per_message(messages: u64, futex_wakes: u64) -> String {
     let _ = write!(
         out,
         "epoll_wait:{:.2},epoll_ctl:{:.2},accept:{:.2},read:{:.2},write:{:.2},wake:{:.2},\
-         futex_wake:{:.2}",
+         futex_wake:{:.2},io_uring_enter:{:.2},uring_sqe:{:.2},uring_cqe:{:.2}",
         per(counts.epoll_wait),
         per(counts.epoll_ctl),
         per(counts.accept),
@@ -161,6 +162,9 @@ fn syscalls_per_message(messages: u64, futex_wakes: u64) -> String {
         per(counts.write),
         per(counts.wake),
         per(futex_wakes),
+        per(counts.io_uring_enter),
+        per(counts.uring_sqes_submitted),
+        per(counts.uring_cqes_reaped),
     );
     out
 }

@@ -394,7 +394,7 @@ impl Core {
                 used,
                 deferred,
             } => {
-                self.set_aside(&deferred, &input[used..]);
+                self.keep_for_later(&deferred, &input[used..]);
                 Ok(Received::Stopped(stop))
             }
         }
@@ -441,9 +441,20 @@ impl Core {
                 used,
                 deferred,
             } => {
-                self.set_aside(&deferred, &stash[used..]);
+                self.keep_for_later(&deferred, &stash[used..]);
                 Ok(Received::Stopped(stop))
             }
+        }
+    }
+
+    /// Sets `input` aside unprocessed, after what is already set aside, for [`Core::resume`].
+    /// A completion driver calls it instead of [`Core::receive`] for bytes that arrive after
+    /// the connection spent its turn's `WORK` budget: one wait can return several receive
+    /// completions for one connection, and `receive` would run one request per call. Bytes
+    /// that arrive while the server is ending the connection are dropped, as `receive` does.
+    pub fn set_aside(&mut self, input: &[u8]) {
+        if !matches!(self.state, State::Lingering { .. } | State::Aborted) {
+            self.stash.extend_from_slice(input);
         }
     }
 
@@ -490,6 +501,25 @@ impl Core {
         out.drain(..mem::take(&mut self.sent));
         self.in_flight = out.len();
         Some(out)
+    }
+
+    /// Lends the core an empty buffer to queue its next replies in: a completion driver's
+    /// buffer from an earlier send, so that a busy connection does not allocate (and fault in)
+    /// a new one for every send. Kept only when the core holds no buffer; otherwise given back.
+    pub fn lend_buffer(&mut self, mut buf: Vec<u8>) -> Option<Vec<u8>> {
+        if self.out.capacity() > 0 {
+            return Some(buf);
+        }
+        buf.clear();
+        self.out = buf;
+        self.sent = 0;
+        None
+    }
+
+    /// Takes back the queue's buffer when it holds no reply (a lent one that nothing was
+    /// written into), so that an idle connection keeps no buffer.
+    pub fn unused_buffer(&mut self) -> Option<Vec<u8>> {
+        (self.out.is_empty() && self.out.capacity() > 0).then(|| mem::take(&mut self.out))
     }
 
     /// The kernel confirmed `n` bytes of the output taken by [`take_output`](Core::take_output).
@@ -635,7 +665,7 @@ impl Core {
     }
 
     /// Keeps `deferred` (a request stopped before) then `rest` for [`Core::resume`].
-    fn set_aside(&mut self, deferred: &[u8], rest: &[u8]) {
+    fn keep_for_later(&mut self, deferred: &[u8], rest: &[u8]) {
         if !(deferred.is_empty() && rest.is_empty()) {
             self.stash = [deferred, rest].concat();
         }

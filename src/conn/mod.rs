@@ -8,16 +8,19 @@
 //! |---|---|---|
 //! | [`Conn::serve`] ([`readiness`]) | nonblocking; `recv`/`send` after `epoll_wait(2)` says ready | every epoll model |
 //! | [`blocking::serve_blocking`] | blocking with a timeout; one `recv` per turn | `thread-per-conn`, `process-per-conn` |
+//! | [`RingConn`] ([`completion`]) | io_uring: a multishot recv into the thread's provided buffers, one send in flight | `uring`, `uring-reuseport` |
 //!
 //! A model decides only which thread runs a driver, and when. A reader following one connection
 //! reads `core.rs` (what happens to the bytes), then the driver its model uses.
 
 pub mod blocking;
+pub mod completion;
 pub mod core;
 pub mod readiness;
 
 use std::cell::RefCell;
 
+pub use self::completion::{RingConn, RingCounters, RingIo, RingStatus, SpareBuffers};
 pub use self::core::{
     memory_bound, CloseReason, Core, Costly, Expiry, Limits, Next, Received, State, Stop, Transmit,
     Turn, LINGER_TIME, READ_CHUNK, TURN_WORK_BUDGET,

@@ -13,6 +13,8 @@
 //! | `reuseport` | N pinned loops, N listeners | each loop, for what its listener accepted |
 //! | `prefork` | parent + N single-threaded processes | each child's loop |
 //! | `shared-accept` | N pinned loops, 1 listener (EPOLLEXCLUSIVE) | the loop the kernel woke |
+//! | `uring` | 1 thread, 1 io_uring | the loop, inline, on completions |
+//! | `uring-reuseport` | N pinned threads, N io_urings, N listeners | each loop, for what its listener accepted |
 
 mod event_loop;
 mod listener_pool;
@@ -23,6 +25,8 @@ mod reactor_pool;
 mod reuseport;
 mod shared_accept;
 mod thread_per_conn;
+mod uring;
+mod uring_reuseport;
 
 use std::io;
 
@@ -42,5 +46,7 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
         Model::Reuseport => reuseport::run(settings, signals),
         Model::Prefork => prefork::run(settings, signals),
         Model::SharedAccept => shared_accept::run(settings, signals),
+        Model::Uring => uring::run(settings, signals),
+        Model::UringReuseport => uring_reuseport::run(settings, signals),
     }
 }

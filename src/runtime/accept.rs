@@ -110,6 +110,14 @@ impl AcceptGate {
         }
     }
 
+    /// Takes the spare descriptor back if it is spent: the tick of a loop that accepts
+    /// without epoll (io_uring's multishot accept), whose pausing is its own business.
+    pub fn refill_spare(&mut self) {
+        if self.spare.is_none() {
+            self.spare = open_spare();
+        }
+    }
+
     /// Stops accepting (a drain): the listener leaves `epoll`; dropping the gate closes it.
     pub fn close(self, epoll: &Epoll) {
         if !self.paused {
@@ -230,11 +238,14 @@ fn open_spare() -> Option<File> {
     File::open("/dev/null").ok()
 }
 
-fn is_fd_exhaustion(e: &io::Error) -> bool {
+/// Whether an accept failed for lack of descriptors (EMFILE, ENFILE).
+pub fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(code) if code == EMFILE || code == ENFILE)
 }
 
-fn is_transient(e: &io::Error) -> bool {
+/// Whether an accept failed for a reason that concerns one connection or one moment (the
+/// client gave up, a transient shortage), so accepting goes on.
+pub fn is_transient(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(code) if code == ECONNABORTED || code == EPROTO || code == ENOBUFS || code == ENOMEM || code == EPERM

@@ -12,6 +12,8 @@
 //! - [`backlog`]: items a full ring refused, retried, never dropped.
 //! - [`shutdown`]: the drain deadline and the "a second signal exits at once" rule.
 //! - [`tally`]: per-worker counts (connections taken, messages served) for the stats line.
+//! - [`uring_loop`]: the single-threaded io_uring loop, the completion twin of [`event_loop`]
+//!   (`uring`, `uring-reuseport`).
 //!
 //! And, here, the names every loop agrees on: epoll tokens, thread names, the tick.
 
@@ -22,6 +24,7 @@ pub mod mailbox;
 pub mod shutdown;
 pub mod supervisor;
 pub mod tally;
+pub mod uring_loop;
 
 use std::time::Duration;
 

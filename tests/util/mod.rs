@@ -45,7 +45,7 @@ mod wait;
 
 pub use models::{
     any_model, built_for_c10k, counts_on_one_thread, counts_traffic, each_model, final_lines,
-    holds_many_client_fds, no_greedy_neighbour, ExitCheck, Models, Target, VARIANTS,
+    holds_many_client_fds, no_greedy_neighbour, uses_io_uring, ExitCheck, Models, Target, VARIANTS,
 };
 pub use rawloop::config::Model;
 pub use rng::{seed_for, Rng};

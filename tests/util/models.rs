@@ -216,7 +216,7 @@ pub fn counts_traffic(model: Model) -> bool {
     use Model::*;
     match model {
         EventLoop | ThreadPerConn | ProcessPerConn | ListenerPool | ReactorPool
-        | ReactorOffload | Reuseport | Prefork | SharedAccept => true,
+        | ReactorOffload | Reuseport | Prefork | SharedAccept | Uring | UringReuseport => true,
     }
 }
 
@@ -224,10 +224,9 @@ pub fn counts_traffic(model: Model) -> bool {
 pub fn counts_on_one_thread(model: Model) -> bool {
     use Model::*;
     match model {
-        EventLoop | Prefork | ProcessPerConn => true,
-        ThreadPerConn | ListenerPool | ReactorPool | ReactorOffload | Reuseport | SharedAccept => {
-            false
-        }
+        EventLoop | Prefork | ProcessPerConn | Uring => true,
+        ThreadPerConn | ListenerPool | ReactorPool | ReactorOffload | Reuseport | SharedAccept
+        | UringReuseport => false,
     }
 }
 
@@ -238,7 +237,7 @@ pub fn holds_many_client_fds(model: Model) -> bool {
     match model {
         ProcessPerConn => false,
         EventLoop | ThreadPerConn | ListenerPool | ReactorPool | ReactorOffload | Reuseport
-        | Prefork | SharedAccept => true,
+        | Prefork | SharedAccept | Uring | UringReuseport => true,
     }
 }
 
@@ -248,7 +247,9 @@ pub fn no_greedy_neighbour(model: Model) -> bool {
     use Model::*;
     match model {
         ThreadPerConn | ProcessPerConn | ReactorPool | ReactorOffload => true,
-        EventLoop | ListenerPool | Reuseport | Prefork | SharedAccept => false,
+        EventLoop | ListenerPool | Reuseport | Prefork | SharedAccept | Uring | UringReuseport => {
+            false
+        }
     }
 }
 
@@ -257,8 +258,18 @@ pub fn no_greedy_neighbour(model: Model) -> bool {
 pub fn built_for_c10k(model: Model) -> bool {
     use Model::*;
     match model {
-        EventLoop | Reuseport | ReactorPool | SharedAccept => true,
+        EventLoop | Reuseport | ReactorPool | SharedAccept | Uring | UringReuseport => true,
         ThreadPerConn | ProcessPerConn | ListenerPool | ReactorOffload | Prefork => false,
+    }
+}
+
+/// The model serves through io_uring (and so needs it: without, it is refused at start).
+pub fn uses_io_uring(model: Model) -> bool {
+    use Model::*;
+    match model {
+        Uring | UringReuseport => true,
+        EventLoop | ThreadPerConn | ProcessPerConn | ListenerPool | ReactorPool
+        | ReactorOffload | Reuseport | Prefork | SharedAccept => false,
     }
 }
 
@@ -269,7 +280,7 @@ pub fn final_lines(model: Model, workers: usize) -> usize {
     match model {
         Prefork => workers + 1,
         EventLoop | ThreadPerConn | ProcessPerConn | ListenerPool | ReactorPool
-        | ReactorOffload | Reuseport | SharedAccept => 1,
+        | ReactorOffload | Reuseport | SharedAccept | Uring | UringReuseport => 1,
     }
 }
 

@@ -25,6 +25,14 @@ impl Mmap {
         Mmap::new(len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
     }
 
+    /// [`anonymous`](Self::anonymous) memory whose pages are all faulted in now
+    /// (`MAP_POPULATE`), so that it is resident, and counted in RSS, from the start rather than
+    /// as traffic happens to touch it.
+    pub(super) fn anonymous_populated(len: usize) -> io::Result<Mmap> {
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
+        Mmap::new(len, flags, -1, 0)
+    }
+
     fn new(len: usize, flags: libc::c_int, fd: RawFd, offset: i64) -> io::Result<Mmap> {
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         // SAFETY: a new mapping at an address the kernel picks (null hint) cannot alias any
