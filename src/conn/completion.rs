@@ -18,8 +18,10 @@
 //! in flight → send; our FIN due → `shutdown(SHUT_WR)`; input welcome and no recv armed → arm
 //! one; input *not* welcome (backpressure past the high-water mark, or input set aside by the
 //! turn budget) and a recv armed → cancel it (`IORING_OP_ASYNC_CANCEL`). A cancel is not
-//! instant: completions already on their way still arrive, and their bytes are handed to the
-//! core anyway, which bounds what it keeps (see [`crate::conn::core`]).
+//! instant: completions already on their way still arrive, and the core must keep their bytes.
+//! What they can carry is bounded by the recv itself: each arm may bring only so many bytes
+//! before it ends ([`recv_limit`], Linux 6.17), less than one read of the readiness driver, so
+//! the core's [`memory_bound`](super::memory_bound) holds for completions too.
 //!
 //! Closing is where completion I/O differs most from readiness: the kernel may still hold a
 //! buffer of ours, and an operation armed on a socket keeps the socket's file alive even after
@@ -30,6 +32,7 @@
 //! what tokio-uring and monoio enforce by making a buffer's owner the operation itself.
 
 use std::io;
+use std::num::NonZeroU32;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -39,7 +42,7 @@ use pool::counters::Counter;
 use reactor::uring::{BufGroup, Completion, OpId, OpKind, Ring};
 use reactor::{Shutdown, TcpStream, Token};
 
-use super::core::{CloseReason, Core, Costly, Expiry, Limits, Next, QueueOnly, Turn};
+use super::core::{CloseReason, Core, Costly, Expiry, Limits, Next, QueueOnly, State, Turn};
 use crate::protocol::Protocol;
 use crate::stats::Stats;
 
@@ -49,6 +52,8 @@ pub struct RingIo<'a> {
     pub ring: &'a mut Ring,
     /// The thread's provided-buffer group, for multishot recvs.
     pub group: BufGroup,
+    /// The byte limit of each recv arm, where the kernel takes one (see [`recv_limit`]).
+    pub recv_limit: Option<NonZeroU32>,
     /// Per-connection limits.
     pub limits: &'a Limits,
     /// The server's counters.
@@ -103,13 +108,19 @@ impl SpareBuffers {
 /// `docs/uring.md` handled. Shared by every loop of the process; `Relaxed`, as statistics.
 #[derive(Debug, Default)]
 pub struct RingCounters {
-    /// Multishot recvs armed again after one ended with the stream still open (a full CQ,
-    /// `ENOBUFS`, or a backpressure cancel).
+    /// Multishot recvs armed again after one ended early with the stream still open (a full
+    /// CQ, `ENOBUFS`, a backpressure cancel) or was held back by backpressure.
     pub recv_rearms: AtomicU64,
     /// Multishot recvs that ended because the provided-buffer group ran dry.
     pub enobufs: AtomicU64,
     /// Multishot recvs cancelled because the connection stopped wanting input.
     pub recv_cancels: AtomicU64,
+    /// Multishot recvs that ended on their byte limit (re-armed as routine, not counted in
+    /// `recv_rearms`).
+    pub recv_limited: AtomicU64,
+    /// Times a connection's recv, already ended, was not armed again because the connection
+    /// stopped wanting input: backpressure without a cancel.
+    pub recv_holds: AtomicU64,
     /// Sends the kernel completed short, continued from the same buffer.
     pub short_sends: AtomicU64,
     /// Multishot accepts armed again after one ended.
@@ -127,10 +138,12 @@ impl RingCounters {
     /// The `uring=...` field of the stats line.
     pub fn field(&self) -> (&'static str, String) {
         let value = format!(
-            "recv_rearm:{},enobufs:{},recv_cancel:{},short_send:{},accept_rearm:{},cq_overflow:{}",
+            "recv_rearm:{},enobufs:{},recv_cancel:{},recv_limited:{},recv_held:{},short_send:{},accept_rearm:{},cq_overflow:{}",
             self.recv_rearms.load(Relaxed),
             self.enobufs.load(Relaxed),
             self.recv_cancels.load(Relaxed),
+            self.recv_limited.load(Relaxed),
+            self.recv_holds.load(Relaxed),
             self.short_sends.load(Relaxed),
             self.accept_rearms.load(Relaxed),
             self.cq_overflows.load(Relaxed),
@@ -162,8 +175,13 @@ enum Recv {
     Armed(OpId),
     /// A cancel is on its way; the recv's final completion has not come back yet.
     Cancelling,
-    /// None armed, but one was before (the next arm is a re-arm).
+    /// None armed, but one was before and ended early (the next arm is a re-arm).
     Ended,
+    /// None armed: the last one brought its byte limit ([`recv_limit`]); arming the next is
+    /// routine, not a re-arm.
+    Spent,
+    /// None armed because the core wants no input (backpressure); armed again once it does.
+    Held,
 }
 
 /// One client connection driven by completions: its socket, its [`Core`], and what it has in
@@ -173,6 +191,8 @@ pub struct RingConn {
     socket: TcpStream,
     core: Core,
     recv: Recv,
+    /// Bytes the current recv arm has brought (against [`RingIo::recv_limit`]).
+    arm_bytes: u32,
     /// `Some(offset)` while a send is in flight: where in its `Vec` it started.
     send_from: Option<usize>,
     /// Set once closing began: nothing is armed again, and the connection goes when nothing
@@ -193,6 +213,7 @@ impl RingConn {
             socket,
             core: Core::new(protocol, limits, now),
             recv: Recv::Idle,
+            arm_bytes: 0,
             send_from: None,
             closing: None,
             cancelled: false,
@@ -298,6 +319,7 @@ impl RingConn {
     fn on_recv(&mut self, done: &mut Completion, io: &mut RingIo<'_>) {
         if let Some(buf) = done.take_provided() {
             io.stats.bytes_in.add(buf.len() as u64);
+            self.arm_bytes = self.arm_bytes.saturating_add(buf.len() as u32);
             self.core.touch(io.now);
             if self.closing.is_none() {
                 io.spare.lend_to(&mut self.core);
@@ -324,7 +346,15 @@ impl RingConn {
         if done.more() {
             return;
         }
-        self.recv = Recv::Ended;
+        let spent = io
+            .recv_limit
+            .is_some_and(|limit| self.arm_bytes >= limit.get());
+        self.recv = if spent && done.res() > 0 {
+            RingCounters::count(&io.counters.recv_limited);
+            Recv::Spent
+        } else {
+            Recv::Ended
+        };
         match done.res() {
             0 if self.closing.is_none() => {
                 let mut serve = Serve::from(io);
@@ -335,7 +365,9 @@ impl RingConn {
             // Ended with data (the CQ was full), out of buffers (ENOBUFS), or cancelled by us:
             // `settle` re-arms if input is still welcome.
             res if res == -ENOBUFS => RingCounters::count(&io.counters.enobufs),
-            res if res >= 0 || res == -ECANCELED => {}
+            // io_uring may give up polling a socket and pass its EAGAIN on (liburing #364):
+            // nothing is wrong with the connection, `settle` re-arms.
+            res if res >= 0 || res == -ECANCELED || res == -EAGAIN => {}
             res => self.fail(res, io.stats),
         }
     }
@@ -361,6 +393,11 @@ impl RingConn {
                 }
             }
             res if res == -ECANCELED && self.closing.is_some() => {}
+            // A spurious EAGAIN (see `on_recv`): the same bytes again, from the same offset.
+            res if res == -EAGAIN && self.closing.is_none() && from < buf.len() => {
+                io.ring.send(&self.socket, buf, from, done.token());
+                self.send_from = Some(from);
+            }
             // 0 bytes of a non-empty buffer would repeat forever: a failure too.
             0 => self.fail(-EPIPE, io.stats),
             res => self.fail(res, io.stats),
@@ -400,17 +437,30 @@ impl RingConn {
     /// is not welcome (backpressure, or input set aside).
     fn want_input(&mut self, read: bool, io: &mut RingIo<'_>, token: Token) {
         match (read, self.recv) {
-            (true, Recv::Idle | Recv::Ended) => {
-                if self.recv == Recv::Ended {
+            (true, Recv::Idle | Recv::Ended | Recv::Spent | Recv::Held) => {
+                if matches!(self.recv, Recv::Ended | Recv::Held) {
                     RingCounters::count(&io.counters.recv_rearms);
                 }
-                let id = io.ring.recv_multishot(&self.socket, io.group, token);
+                self.arm_bytes = 0;
+                let limited = io.recv_limit.map(|limit| {
+                    io.ring
+                        .recv_multishot_limited(&self.socket, io.group, limit, token)
+                });
+                let id = match limited {
+                    Some(Ok(id)) => id,
+                    // No limit (the kernel predates it): the recv runs until cancelled.
+                    None | Some(Err(_)) => io.ring.recv_multishot(&self.socket, io.group, token),
+                };
                 self.recv = Recv::Armed(id);
             }
             (false, Recv::Armed(id)) => {
                 RingCounters::count(&io.counters.recv_cancels);
                 io.ring.cancel(id, CANCEL);
                 self.recv = Recv::Cancelling;
+            }
+            (false, Recv::Ended | Recv::Spent) if self.core.state() == State::Paused => {
+                RingCounters::count(&io.counters.recv_holds);
+                self.recv = Recv::Held;
             }
             _ => {}
         }
@@ -473,6 +523,33 @@ pub const CANCEL: Token = Token(4);
 
 // Linux errno values (asm-generic/errno.h). Spelled out here because the application does not
 // depend on libc: only `reactor` talks to the kernel.
+/// How many bytes one arm of a connection's multishot recv may bring, where the kernel can
+/// limit it (Linux 6.17; `None` before).
+///
+/// Once armed, a multishot recv takes whatever the socket holds into the group's buffers, one
+/// completion per buffer, within the same `io_uring_enter` that runs its task work: a client
+/// that sent 256 KiB brings 16 completions of 16 KiB at once. When the first of them pushes
+/// the core past its high-water mark, the rest are already ours, and a cancel comes too late
+/// for them; the core must keep their bytes, and a client that never reads would make the
+/// server keep everything its socket buffer held. The readiness driver reads at most
+/// [`READ_CHUNK`](super::core::READ_CHUNK) per turn, which is what [`super::memory_bound`]
+/// allows for; a limit makes an arm bring less than that too, and the loop re-arms at most
+/// once per turn. The limit ends a recv after at least `limit` bytes, at most one buffer past
+/// it, so an arm brings below `limit + buffer_size`. An arm that ends on its limit is re-armed by [`RingConn::settle`]
+/// when the core still wants input, like any other end: an extra SQE every few buffers, no
+/// extra syscall.
+pub fn recv_limit(ring: &Ring, buffer_size: u32) -> Option<NonZeroU32> {
+    if !ring.features().recv_limit {
+        return None;
+    }
+    // Half a read, less one buffer: an arm then brings under half a read (with the default
+    // 16 KiB buffers, at most two of them), and never more than one read. Half, because the
+    // bound is counted in bytes while memory is allocated in `Vec`s and pages with slack.
+    let half_read = (super::core::READ_CHUNK / 2) as u32;
+    NonZeroU32::new(half_read.saturating_sub(buffer_size).max(1))
+}
+
+const EAGAIN: i32 = 11;
 const EPIPE: i32 = 32;
 const ENOBUFS: i32 = 105;
 const ECANCELED: i32 = 125;

@@ -378,7 +378,7 @@ impl Core {
         if !self.stash.is_empty() {
             // Only a completion driver delivers input while some is set aside (its receive was
             // already in flight): keep the order, process it after what came first.
-            self.stash.extend_from_slice(input);
+            self.stash_more(input);
             return self.resume(limits, turn, tx);
         }
         if self.lines.is_none() {
@@ -454,8 +454,15 @@ impl Core {
     /// that arrive while the server is ending the connection are dropped, as `receive` does.
     pub fn set_aside(&mut self, input: &[u8]) {
         if !matches!(self.state, State::Lingering { .. } | State::Aborted) {
-            self.stash.extend_from_slice(input);
+            self.stash_more(input);
         }
+    }
+
+    /// Appends to the set-aside input with no spare capacity: `Vec`'s doubling would let a
+    /// stash of one read hold the memory of two, past [`memory_bound`].
+    fn stash_more(&mut self, input: &[u8]) {
+        self.stash.reserve_exact(input.len());
+        self.stash.extend_from_slice(input);
     }
 
     /// The client sent FIN. A last unterminated line is answered too (once any set-aside input

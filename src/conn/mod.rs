@@ -20,7 +20,7 @@ pub mod readiness;
 
 use std::cell::RefCell;
 
-pub use self::completion::{RingConn, RingCounters, RingIo, RingStatus, SpareBuffers};
+pub use self::completion::{recv_limit, RingConn, RingCounters, RingIo, RingStatus, SpareBuffers};
 pub use self::core::{
     memory_bound, CloseReason, Core, Costly, Expiry, Limits, Next, Received, State, Stop, Transmit,
     Turn, LINGER_TIME, READ_CHUNK, TURN_WORK_BUDGET,

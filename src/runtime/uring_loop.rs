@@ -31,6 +31,7 @@
 
 use std::io;
 use std::mem;
+use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,7 +48,7 @@ use super::tally::WorkerSlot;
 use super::{conn_key, conn_token, LISTENER, MAILBOX, SIGNALS, TICK, TICK_PERIOD};
 use crate::config::Settings;
 use crate::conn::completion::CANCEL;
-use crate::conn::{Expiry, RingConn, RingCounters, RingIo, RingStatus, SpareBuffers};
+use crate::conn::{recv_limit, Expiry, RingConn, RingCounters, RingIo, RingStatus, SpareBuffers};
 use crate::report;
 use crate::slab::Slab;
 use crate::stats::{messages_on_this_thread, Stats};
@@ -59,6 +60,7 @@ macro_rules! ring_io {
         RingIo {
             ring: &mut $loop.ring,
             group: $loop.group,
+            recv_limit: $loop.recv_limit,
             limits: &$loop.settings.limits,
             stats: $loop.stats,
             scratch: &mut $loop.scratch,
@@ -132,6 +134,8 @@ struct RingLoop<'a> {
     /// completions, all before the sockets, listener, signalfd and eventfd below are closed.
     ring: Ring,
     group: BufGroup,
+    /// What one arm of a connection's recv may bring (see [`recv_limit`]).
+    recv_limit: Option<NonZeroU32>,
     settings: &'a Settings,
     stats: &'a Stats,
     gate: Option<AcceptGate>,
@@ -164,10 +168,12 @@ impl<'a> RingLoop<'a> {
         let mut ring = Ring::new(&opts)?;
         let group = ring.add_buffer_group(args.uring_buffers, args.uring_buffer_size)?;
         debug!("io_uring: {:?}", ring.features());
+        let recv_limit = recv_limit(&ring, args.uring_buffer_size);
         let now = Instant::now();
         let mut this = RingLoop {
             ring,
             group,
+            recv_limit,
             settings,
             stats,
             gate: Some(parts.gate),
@@ -298,7 +304,8 @@ impl<'a> RingLoop<'a> {
                     gate.on_fd_exhaustion(self.stats);
                 }
             }
-            Err(e) if is_transient(&e) => {
+            // A spurious EAGAIN (io_uring gave up polling the listener) is transient too.
+            Err(e) if is_transient(&e) || e.kind() == io::ErrorKind::WouldBlock => {
                 debug!("accept failed: {e}");
                 RingCounters::count(&self.counters.accept_rearms);
                 self.arm_accept();

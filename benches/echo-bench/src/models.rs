@@ -8,7 +8,7 @@
 //! - `variants`: every **variant**, a model run with other settings (`all,variants` runs both);
 //! - `peers` (or `--peers`): the tokio and `std` yardsticks.
 //!
-//! The table may name models and flags that do not exist yet (`uring`, `shared-accept`): before
+//! The table may name models and flags that do not exist yet (as `uring` once did): before
 //! a run the lab reads `echo-server --help` and skips, with a note in the output, any entry whose
 //! model value or flag the help does not list. So the same lab runs on a branch that lacks them
 //! and on one that has them, and the table never needs to wait for the code.

@@ -88,6 +88,8 @@ pub(crate) enum Op {
     RecvMulti {
         fd: RawFd,
         group: u16,
+        /// Total bytes after which the recv ends (0: no limit).
+        limit: u32,
     },
     Send {
         fd: RawFd,
@@ -581,10 +583,18 @@ fn encode_without_memory(op: Op) -> (Sqe, OpKind, Owned, Option<u16>) {
             sqe.op_flags = (libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u32;
             OpKind::Accept
         }
-        Op::RecvMulti { fd, group: bgid } => {
+        Op::RecvMulti {
+            fd,
+            group: bgid,
+            limit,
+        } => {
             sqe.opcode = abi::OP_RECV;
             sqe.fd = fd;
             sqe.ioprio = abi::RECV_MULTISHOT;
+            // Linux 6.17 ("io_uring/net: support multishot receive len cap"): the recv ends,
+            // without F_MORE, once it has received `optlen` bytes in total. Older kernels
+            // reject a non-zero value with EINVAL (it was `file_index`), hence the probe.
+            sqe.optlen = limit;
             sqe.flags = abi::IOSQE_BUFFER_SELECT;
             sqe.buf_group = bgid;
             group = Some(bgid);

@@ -136,7 +136,8 @@ pub(crate) const CQE_F_MORE: u32 = 1 << 1;
 pub(crate) const CQE_BUFFER_SHIFT: u32 = 16;
 
 /// `struct io_uring_sqe`, 64 bytes; the unions of the header are flattened to the one member
-/// rawloop uses (`off`, `addr`, `op_flags` for rw/msg/timeout/accept/cancel flags, `buf_group`).
+/// rawloop uses (`off`, `addr`, `op_flags` for rw/msg/timeout/accept/cancel flags, `buf_group`,
+/// `optlen`).
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default)]
 pub(crate) struct Sqe {
@@ -151,7 +152,9 @@ pub(crate) struct Sqe {
     pub user_data: u64,
     pub buf_group: u16,
     pub personality: u16,
-    pub splice_fd_in: i32,
+    /// The union of `splice_fd_in`, `file_index` and `optlen`: rawloop uses it as `optlen`,
+    /// a multishot recv's byte limit (Linux 6.17).
+    pub optlen: u32,
     pub addr3: u64,
     pub pad2: u64,
 }

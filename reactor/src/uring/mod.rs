@@ -89,6 +89,7 @@ mod setup;
 use std::collections::VecDeque;
 use std::io;
 use std::marker::PhantomData;
+use std::num::NonZeroU32;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -209,12 +210,43 @@ impl Ring {
     /// ran dry (recycle, then re-arm), a socket error, a cancel, or, when the CQ was full, with
     /// data in that last completion (handle it, then re-arm).
     pub fn recv_multishot(&mut self, socket: &impl AsFd, group: BufGroup, token: Token) -> OpId {
+        self.push_recv(socket, group, 0, token)
+    }
+
+    /// [`recv_multishot`](Self::recv_multishot) that ends (a completion without `more()`) once
+    /// it has received `limit` bytes or more in total: at most `limit - 1` plus one buffer. A
+    /// multishot recv keeps taking whatever the socket holds into the group's buffers, faster
+    /// than a cancel can stop it; a limit bounds what one arm can bring, which is what
+    /// backpressure needs. `Unsupported` where [`Features::recv_limit`] is false (before
+    /// Linux 6.17).
+    pub fn recv_multishot_limited(
+        &mut self,
+        socket: &impl AsFd,
+        group: BufGroup,
+        limit: NonZeroU32,
+        token: Token,
+    ) -> io::Result<OpId> {
+        if !self.features.recv_limit {
+            let name = "a multishot recv's byte limit (Linux 6.17)";
+            return Err(Unavailable::MissingFeature(name).into());
+        }
+        Ok(self.push_recv(socket, group, limit.get(), token))
+    }
+
+    fn push_recv(&mut self, socket: &impl AsFd, group: BufGroup, limit: u32, token: Token) -> OpId {
         assert!(
             self.raw.has_group(group),
             "{group:?} is not a buffer group of this ring"
         );
         let fd = socket.as_fd().as_raw_fd();
-        self.raw.push(Op::RecvMulti { fd, group: group.0 }, token)
+        self.raw.push(
+            Op::RecvMulti {
+                fd,
+                group: group.0,
+                limit,
+            },
+            token,
+        )
     }
 
     /// `send(fd, &buf[offset..], MSG_NOSIGNAL)`. The ring owns `buf` until the final completion,

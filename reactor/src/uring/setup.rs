@@ -60,6 +60,9 @@ pub struct Features {
     pub registered_ring: bool,
     /// `IORING_TIMEOUT_MULTISHOT` (6.4) works, so [`Ring::tick`](super::Ring::tick) does.
     pub multishot_timeout: bool,
+    /// A multishot recv takes a byte limit (`sqe->optlen`, 6.17), so
+    /// [`Ring::recv_multishot_limited`](super::Ring::recv_multishot_limited) works.
+    pub recv_limit: bool,
     /// One mapping serves both rings (`IORING_FEAT_SINGLE_MMAP`).
     pub single_mmap: bool,
     /// SQ and CQ sizes the kernel chose.
@@ -210,13 +213,17 @@ pub(crate) fn open(opts: &RingOptions) -> io::Result<(RawRing, Features)> {
     }
     // Optional (5.18): without it every enter names the ring by its fd, which works as well.
     let registered_ring = raw.register_ring_fd().is_ok();
-    let multishot_timeout = try_flags(&mut raw)?;
+    let Optional {
+        multishot_timeout,
+        recv_limit,
+    } = try_flags(&mut raw)?;
     let (sq_entries, cq_entries) = raw.sizes();
     let features = Features {
         defer_taskrun: params.flags & abi::SETUP_DEFER_TASKRUN != 0,
         coop_taskrun: params.flags & abi::SETUP_COOP_TASKRUN != 0,
         registered_ring,
         multishot_timeout,
+        recv_limit,
         single_mmap: params.features & abi::FEAT_SINGLE_MMAP != 0,
         sq_entries,
         cq_entries,
@@ -258,9 +265,16 @@ fn io_uring_disabled() -> Option<u32> {
     text.trim().parse().ok()
 }
 
+/// The features a ring can do without, found by [`try_flags`].
+struct Optional {
+    multishot_timeout: bool,
+    recv_limit: bool,
+}
+
 /// Tries, in one batch on a throwaway eventfd, every flag `Ring` uses; `EINVAL` means the
-/// kernel does not know it. Returns whether multishot timeouts work (the only optional one).
-fn try_flags(raw: &mut RawRing) -> io::Result<bool> {
+/// kernel does not know it (any other error, such as `ENOTSOCK`, means it got past the
+/// checks of the flags). The last two trials are optional features; the others are required.
+fn try_flags(raw: &mut RawRing) -> io::Result<Optional> {
     let eventfd = Waker::new()?;
     let fd = eventfd.as_fd().as_raw_fd();
     let trials = [
@@ -272,6 +286,7 @@ fn try_flags(raw: &mut RawRing) -> io::Result<bool> {
             Op::RecvMulti {
                 fd,
                 group: u16::MAX,
+                limit: 0,
             },
             "IORING_RECV_MULTISHOT (Linux 6.0)",
         ),
@@ -284,15 +299,20 @@ fn try_flags(raw: &mut RawRing) -> io::Result<bool> {
             },
             "IORING_TIMEOUT_MULTISHOT (Linux 6.4)",
         ),
+        (
+            Op::RecvMulti {
+                fd,
+                group: u16::MAX,
+                limit: 1,
+            },
+            "a multishot recv's byte limit (Linux 6.17)",
+        ),
     ];
+    const OPTIONAL: usize = 2;
     let n_trials = trials.len();
-    let mut names = Vec::with_capacity(n_trials);
-    for (i, (op, name)) in trials.into_iter().enumerate() {
-        raw.push(op, Token(i as u64));
-        names.push(name);
-    }
-    let results = run_trials(raw, n_trials)?;
-    let mut multishot_timeout = false;
+    let (ops, names): (Vec<Op>, Vec<&str>) = trials.into_iter().unzip();
+    let results = run_trials(raw, ops)?;
+    let mut known_optional = Vec::with_capacity(OPTIONAL);
     for (i, (res, name)) in results.into_iter().zip(names).enumerate() {
         let known = match res {
             Some(res) => res != -libc::EINVAL,
@@ -300,17 +320,24 @@ fn try_flags(raw: &mut RawRing) -> io::Result<bool> {
                 return Err(Unavailable::Other(format!("trial of {name} never completed")).into())
             }
         };
-        match (i == n_trials - 1, known) {
-            (true, known) => multishot_timeout = known,
+        match (i >= n_trials - OPTIONAL, known) {
+            (true, known) => known_optional.push(known),
             (false, true) => {}
             (false, false) => return Err(Unavailable::MissingFeature(name).into()),
         }
     }
-    Ok(multishot_timeout)
+    Ok(Optional {
+        multishot_timeout: known_optional[0],
+        recv_limit: known_optional[1],
+    })
 }
 
-/// Submits the pushed trials and collects the final result of each (by token), for up to 5 s.
-fn run_trials(raw: &mut RawRing, n_trials: usize) -> io::Result<Vec<Option<i32>>> {
+/// Submits the trials and collects the final result of each (by token), for up to 5 s.
+fn run_trials(raw: &mut RawRing, trials: Vec<Op>) -> io::Result<Vec<Option<i32>>> {
+    let n_trials = trials.len();
+    for (i, op) in trials.into_iter().enumerate() {
+        raw.push(op, Token(i as u64));
+    }
     let mut results = vec![None; n_trials];
     let deadline = Instant::now() + Duration::from_secs(5);
     while results.iter().any(Option::is_none) && Instant::now() < deadline {
