@@ -317,9 +317,14 @@ fn a_burst_that_lands_in_one_turn_is_held_like_one_read() {
             target.label(),
             stats.0["uring"]
         );
+        // The bound counts bytes; RSS counts pages: a victim's two buffers (replies and
+        // set-aside input), each up to a page short at either end, plus the allocator's
+        // headers, may show up to 4 pages more.
+        let allowed = bound + 16 * 1024;
         assert!(
-            per_conn <= bound,
-            "{per_conn} bytes per never-reading client (core bound {bound}): RSS {before} -> {after}"
+            per_conn <= allowed,
+            "{per_conn} bytes per never-reading client (core bound {bound}, allowed {allowed}): \
+             RSS {before} -> {after}"
         );
     });
 }

@@ -131,6 +131,19 @@ impl Signals {
             }
         }
     }
+
+    /// Sets or clears `O_NONBLOCK` on the fd (it is created nonblocking, for
+    /// [`Signals::read`], which must then never be called on a blocking one).
+    ///
+    /// For a reader that hands the fd to io_uring instead: io_uring completes a read of a
+    /// nonblocking file whose driver cannot say "would block" (signalfd before Linux 6.10, which
+    /// gave it `FMODE_NOWAIT`) at once with `EAGAIN`, so a loop would never hear of a signal. A
+    /// blocking fd reads correctly on every kernel: where signalfd supports nonblocking
+    /// attempts, io_uring still tries one and waits by polling; where it does not, io_uring
+    /// hands the read to a kernel worker that blocks in it.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        sys::set_nonblocking(self.fd.as_fd(), on)
+    }
 }
 
 impl AsFd for Signals {

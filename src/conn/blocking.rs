@@ -15,10 +15,9 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use pool::counters::Counter;
 use reactor::TcpStream;
 
-use super::core::{Costly, Expiry, Limits};
+use super::core::{Costly, Limits};
 use super::readiness::{Conn, Status};
 use super::with_scratch;
 use crate::protocol::Protocol;
@@ -63,13 +62,12 @@ pub fn serve_blocking(
         if let Status::Close(_) = conn.serve(scratch, &limits, Costly::Inline, stats) {
             return;
         }
-        match conn.core().expired(Instant::now(), idle_timeout) {
-            Some(Expiry::Idle) => {
-                stats.idle_closed.incr();
-                return;
-            }
-            Some(Expiry::Deadline) => return,
-            None => {}
+        if conn
+            .core()
+            .expired(Instant::now(), idle_timeout, stats)
+            .is_some()
+        {
+            return;
         }
     });
 }

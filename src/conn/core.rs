@@ -43,6 +43,9 @@ use std::io::{self, Write as _};
 use std::mem;
 use std::time::{Duration, Instant};
 
+use log::debug;
+use pool::counters::Counter as _;
+
 use crate::protocol::{burn_cpu, LineParser, Protocol, Request, LINE_TOO_LONG};
 use crate::stats::Stats;
 
@@ -310,11 +313,19 @@ impl Core {
         }
     }
 
-    /// Whether a timer must close the connection now, and why.
-    pub fn expired(&self, now: Instant, idle_timeout: Option<Duration>) -> Option<Expiry> {
+    /// Whether a timer must close the connection now, and why. Every driver's timer asks
+    /// this, so an idle close is counted (`idle_closed`) and logged here, once.
+    pub fn expired(
+        &self,
+        now: Instant,
+        idle_timeout: Option<Duration>,
+        stats: &Stats,
+    ) -> Option<Expiry> {
         if self.deadline().is_some_and(|d| now >= d) {
             Some(Expiry::Deadline)
         } else if idle_timeout.is_some_and(|t| self.idle_for(now) >= t) {
+            debug!("closing a connection idle for {idle_timeout:?}");
+            stats.idle_closed.incr();
             Some(Expiry::Idle)
         } else {
             None

@@ -62,7 +62,7 @@ use pool::{Finish, Pool, PoolBuilder, RunState, WorkerContext};
 use reactor::{Epoll, Events, Interest, Signals, TcpListener, TcpStream, Timer};
 
 use crate::config::{Arm, Settings};
-use crate::conn::{with_scratch, Conn, Costly, Expiry, Status};
+use crate::conn::{with_scratch, Conn, Costly, Status};
 use crate::runtime::accept::AcceptGate;
 use crate::runtime::backlog::Backlog;
 use crate::runtime::mailbox::Mailbox;
@@ -492,14 +492,9 @@ impl<'a> Reactor<'a> {
             let guard = self.shared.lock(key);
             let expired = guard
                 .as_ref()
-                .and_then(|e| e.conn.core().expired(now, idle_timeout));
+                .and_then(|e| e.conn.core().expired(now, idle_timeout, &self.shared.stats));
             match expired {
-                Some(why) => {
-                    if why == Expiry::Idle {
-                        self.shared.stats.idle_closed.incr();
-                    }
-                    self.shared.close(key, guard);
-                }
+                Some(_) => self.shared.close(key, guard),
                 None => {
                     drop(guard);
                     if slot.run.finish() == Finish::Again {

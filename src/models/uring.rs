@@ -27,6 +27,9 @@ use crate::stats::Stats;
 pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
     let listener = Arc::new(server::bind(settings, settings.args.bind, false)?);
     server::announce(&listener)?;
+    // Read only through the ring from now on, and a blocking fd reads right on every kernel
+    // (see `Signals::set_nonblocking`).
+    signals.set_nonblocking(false)?;
     let parts = Parts {
         gate: AcceptGate::new(listener, settings.args.max_conns),
         role: Role::Standalone {

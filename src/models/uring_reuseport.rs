@@ -71,12 +71,5 @@ pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
         report::with_fields(line, &[conns, msgs, counters.field()])
     };
     let stop = || mailboxes.iter().for_each(|m| m.request_stop());
-    supervise(Supervised {
-        signals,
-        stats_interval: settings.stats_interval,
-        drain_timeout: settings.drain_timeout,
-        report: &report,
-        stop: &stop,
-        threads,
-    })
+    supervise(Supervised::new(&settings, signals, &report, &stop, threads))
 }

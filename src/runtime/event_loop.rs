@@ -58,7 +58,7 @@ use super::shutdown::{read_stop_signals, Drain};
 use super::tally::{Tally, WorkerSlot};
 use super::{conn_key, conn_token, names, LISTENER, MAILBOX, SIGNALS, TICK, TICK_PERIOD};
 use crate::config::{Settings, Trigger};
-use crate::conn::{Conn, Costly, Expiry, Scratch, Status};
+use crate::conn::{Conn, Costly, Scratch, Status};
 use crate::report;
 use crate::slab::Slab;
 use crate::stats::{messages_on_this_thread, SharedCounts, Stats};
@@ -585,14 +585,13 @@ impl<'a, R: Role, H: Hook> EventLoop<'a, R, H> {
             let Some(entry) = self.conns.get(key) else {
                 continue;
             };
-            match entry.conn.core().expired(now, idle_timeout) {
-                Some(Expiry::Idle) => {
-                    debug!("closing a connection idle for {:?}", idle_timeout);
-                    self.stats.idle_closed.incr();
-                    self.close(key);
-                }
-                Some(Expiry::Deadline) => self.close(key),
-                None => {}
+            if entry
+                .conn
+                .core()
+                .expired(now, idle_timeout, self.stats)
+                .is_some()
+            {
+                self.close(key);
             }
         }
     }

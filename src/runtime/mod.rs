@@ -51,6 +51,20 @@ pub fn conn_key(token: Token) -> Option<usize> {
     token.0.checked_sub(CONN_BASE).map(|key| key as usize)
 }
 
+/// The token of connection number `id` in slot `key`: the key as [`conn_token`] in the low
+/// 32 bits, the number in the high 32. A completion loop names connections this way, so that
+/// a completion can never be taken for a newer connection in a reused slot.
+pub fn numbered_conn_token(key: usize, id: u32) -> Token {
+    Token(conn_token(key).0 | (u64::from(id) << 32))
+}
+
+/// The slot and connection number of a [`numbered_conn_token`]; `None` for the loop's own
+/// tokens.
+pub fn numbered_conn_key(token: Token) -> Option<(usize, u32)> {
+    let key = conn_key(Token(token.0 & u64::from(u32::MAX)))?;
+    Some((key, (token.0 >> 32) as u32))
+}
+
 /// How often a loop wakes for housekeeping: idle sweep, accept un-pause, stats.
 pub const TICK_PERIOD: Duration = Duration::from_millis(250);
 

@@ -24,7 +24,7 @@
 //! signalfd and the mailbox are read through the ring, so the loop blocks in exactly one place.
 //!
 //! Connection tokens carry the connection's slab key in their low 32 bits (as
-//! [`conn_token`]) and a per-loop connection number in their high 32 bits, so a completion
+//! [`super::conn_token`]) and a per-loop connection number in their high 32 bits, so a completion
 //! can never be taken for a newer connection in a reused slot. None should ever arrive (a slot
 //! is freed only once nothing of its connection is in flight), and one that did would be
 //! dropped with its provided buffer given back.
@@ -45,10 +45,12 @@ use super::accept::{is_fd_exhaustion, is_transient, AcceptGate};
 use super::mailbox::Mailbox;
 use super::shutdown::{exit_on_second_signal, Drain};
 use super::tally::WorkerSlot;
-use super::{conn_key, conn_token, LISTENER, MAILBOX, SIGNALS, TICK, TICK_PERIOD};
+use super::{
+    numbered_conn_key, numbered_conn_token, LISTENER, MAILBOX, SIGNALS, TICK, TICK_PERIOD,
+};
 use crate::config::Settings;
 use crate::conn::completion::CANCEL;
-use crate::conn::{recv_limit, Expiry, RingConn, RingCounters, RingIo, RingStatus, SpareBuffers};
+use crate::conn::{recv_limit, RingConn, RingCounters, RingIo, RingStatus, SpareBuffers};
 use crate::report;
 use crate::slab::Slab;
 use crate::stats::{messages_on_this_thread, Stats};
@@ -231,7 +233,7 @@ impl<'a> RingLoop<'a> {
     }
 
     fn on_conn(&mut self, token: Token, mut done: Completion) {
-        let entry = match split_token(token) {
+        let entry = match numbered_conn_key(token) {
             Some((key, id)) => self.conns.get_mut(key).filter(|e| e.id == id),
             None => None,
         };
@@ -254,7 +256,7 @@ impl<'a> RingLoop<'a> {
         };
         let mut io = ring_io!(self);
         entry.conn.resume(&mut io);
-        let token = make_token(key, entry.id);
+        let token = numbered_conn_token(key, entry.id);
         mark_dirty(&mut self.dirty, entry, token);
     }
 
@@ -266,7 +268,10 @@ impl<'a> RingLoop<'a> {
             };
             entry.dirty = false;
             let mut io = ring_io!(self);
-            match entry.conn.settle(&mut io, make_token(key, entry.id)) {
+            match entry
+                .conn
+                .settle(&mut io, numbered_conn_token(key, entry.id))
+            {
                 RingStatus::Wait | RingStatus::Closing => {}
                 RingStatus::Yield => self.ready.push(key),
                 RingStatus::Closed(_) => {
@@ -406,15 +411,11 @@ impl<'a> RingLoop<'a> {
             if entry.conn.is_closing() {
                 continue;
             }
-            let Some(why) = entry.conn.core().expired(now, idle_timeout) else {
+            let Some(why) = entry.conn.core().expired(now, idle_timeout, self.stats) else {
                 continue;
             };
-            if why == Expiry::Idle {
-                debug!("closing a connection idle for {idle_timeout:?}");
-                self.stats.idle_closed.incr();
-            }
             entry.conn.expire(why);
-            let token = make_token(key, entry.id);
+            let token = numbered_conn_token(key, entry.id);
             mark_dirty(&mut self.dirty, entry, token);
         }
     }
@@ -436,7 +437,7 @@ impl<'a> RingLoop<'a> {
         for key in self.conns.keys() {
             if let Some(entry) = self.conns.get_mut(key) {
                 entry.conn.begin_close(deadline);
-                let token = make_token(key, entry.id);
+                let token = numbered_conn_token(key, entry.id);
                 mark_dirty(&mut self.dirty, entry, token);
             }
         }
@@ -528,20 +529,8 @@ impl<'a> RingLoop<'a> {
 fn mark_dirty(dirty: &mut Vec<usize>, entry: &mut Entry, token: Token) {
     if !entry.dirty {
         entry.dirty = true;
-        if let Some((key, _)) = split_token(token) {
+        if let Some((key, _)) = numbered_conn_key(token) {
             dirty.push(key);
         }
     }
-}
-
-/// The token of connection number `id` in slot `key`: the key as [`conn_token`] in the low
-/// 32 bits, the number in the high 32.
-fn make_token(key: usize, id: u32) -> Token {
-    Token(conn_token(key).0 | (u64::from(id) << 32))
-}
-
-/// The slot and connection number of a connection token; `None` for the loop's own tokens.
-fn split_token(token: Token) -> Option<(usize, u32)> {
-    let key = conn_key(Token(token.0 & u64::from(u32::MAX)))?;
-    Some((key, (token.0 >> 32) as u32))
 }
