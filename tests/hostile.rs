@@ -171,6 +171,17 @@ fn a_refused_client_that_already_sent_gets_fin_not_rst() {
         // Stop the server so that the second client's bytes are queued before its accept.
         let pids: Vec<i32> = server.processes().iter().map(|p| p.pid).collect();
         signal_all(&pids, Signal::Stop);
+        // kill(2) only sends: wait until the server has really stopped, or it could accept,
+        // refuse and close before the line below is written, and that write would meet RST.
+        let stopped = || {
+            pids.iter()
+                .all(|&pid| util::procfs::all_threads_stopped(pid))
+        };
+        let waited = util::poll_until(IO, Duration::from_millis(5), || match stopped() {
+            true => Ok(()),
+            false => Err("running"),
+        });
+        waited.expect("the server never stopped");
         let second = connect(server.addr()).unwrap();
         (&second).write_all(b"let me in\n").unwrap();
         std::thread::sleep(Duration::from_millis(200));

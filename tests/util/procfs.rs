@@ -50,6 +50,17 @@ pub fn tree(root: i32) -> Vec<ProcInfo> {
     out
 }
 
+/// Whether every thread of process `pid` is stopped (state `T`, after SIGSTOP); false if the
+/// process is gone. kill(2) returns before the signal has stopped anything.
+pub fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = Process::new(pid).and_then(|p| p.tasks()) else {
+        return false;
+    };
+    tasks
+        .flatten()
+        .all(|task| task.stat().is_ok_and(|stat| stat.state == 'T'))
+}
+
 /// Live (non-zombie) processes of the tree.
 pub fn live_tree(root: i32) -> Vec<ProcInfo> {
     tree(root).into_iter().filter(|p| p.state != 'Z').collect()
