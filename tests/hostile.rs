@@ -27,10 +27,8 @@ use std::time::{Duration, Instant};
 
 use rawloop::conn::{memory_bound, Limits, READ_CHUNK};
 use reactor::Signal;
-use util::client::{connect, echo_exact, is_timeout, set_timeouts, Finish};
-use util::{
-    holds_many_client_fds, no_greedy_neighbour, poll_until_steady, Model, Models, Server, Watchdog,
-};
+use util::client::{connect, echo_exact, is_timeout, set_timeouts, write_what_fits, Finish};
+use util::{holds_many_client_fds, no_greedy_neighbour, Model, Models, Server, Watchdog};
 
 /// The limits the memory test runs with, small so that "bounded" and "unbounded" are far apart.
 const HIGH_WATER: usize = 16 * 1024;
@@ -61,14 +59,14 @@ fn replies_that_outgrow_their_requests_cannot_grow_memory_past_the_bound() {
         // Connected and served once, so threads, processes and buffers of a served connection
         // are in the baseline; only what the amplifying requests add is measured.
         let clients = server.echo_clients(&vec![b"hello\n"; CLIENTS], Finish::KeepOpen, IO);
-        let before = settled_rss(server);
+        let before = server.settled_rss();
         // 256 KiB of `WORK\n` each: 52,428 requests earning 2.4 MB of `ERR` replies each if
         // nothing stopped the server.
         let flood = b"WORK\n".repeat(256 * 1024 / 5);
         for client in &clients {
-            write_what_fits(client, &flood);
+            write_what_fits(client, &flood, QUIET);
         }
-        let after = settled_rss(server);
+        let after = server.settled_rss();
         let per_conn = after.saturating_sub(before) / CLIENTS as u64;
         // A model with a thread or process per connection also gives each connection its
         // thread's scratch buffers (a read and a batch of replies), first touched here; and a
@@ -199,6 +197,9 @@ fn a_refused_client_that_already_sent_gets_fin_not_rst() {
 /// The cap of one `WORK` request (`protocol::MAX_WORK`).
 const CAP: Duration = Duration::from_secs(1);
 
+/// How long a socket must take nothing before a writer decides it is full.
+const QUIET: Duration = Duration::from_millis(200);
+
 /// How long a client may wait on a socket before the test calls it stuck.
 const IO: Duration = Duration::from_secs(30);
 
@@ -216,7 +217,7 @@ fn nonblocking(model: Model) -> bool {
 fn burst(server: &Server) -> TcpStream {
     let greedy = server.connect();
     let lines = b"WORK 300000 greedy\n".repeat(200);
-    write_what_fits(&greedy, &lines);
+    write_what_fits(&greedy, &lines, QUIET);
     std::thread::sleep(Duration::from_millis(200)); // let the server start burning
     greedy
 }
@@ -234,33 +235,6 @@ fn worst_reply(client: &TcpStream, window: Duration) -> Duration {
         i += 1;
     }
     worst
-}
-
-/// Writes as much of `bytes` as the socket takes within a second (the server may stop reading).
-fn write_what_fits(stream: &TcpStream, bytes: &[u8]) {
-    stream.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let mut at = 0;
-    while at < bytes.len() && Instant::now() < deadline {
-        match (&*stream).write(&bytes[at..]) {
-            Ok(n) => at += n,
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
-        }
-    }
-    stream.set_nonblocking(false).unwrap();
-}
-
-/// The server's resident memory once it holds still for a second.
-fn settled_rss(server: &Server) -> u64 {
-    let steady = poll_until_steady(
-        Duration::from_secs(30),
-        Duration::from_secs(1),
-        Duration::from_millis(100),
-        || server.rss_total() / (64 * 1024),
-    );
-    server
-        .rss_total()
-        .max(steady.unwrap_or_else(|e| e.last) * 64 * 1024)
 }
 
 /// `n` clients connect at once and each sends a line; returns how many got neither an answer

@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rawloop::conn::{memory_bound, Limits};
-use util::client::{connect_many, echo_exact, echo_many, reset, set_timeouts, Finish};
+use util::client::{
+    connect_many, echo_exact, echo_many, reset, set_timeouts, write_what_fits, Finish,
+};
 use util::procfs::kernel_send_buffer_max;
 use util::{uses_io_uring, Models, Rng, Server, Stats, Watchdog};
 
@@ -292,7 +294,7 @@ fn a_burst_that_lands_in_one_turn_is_held_like_one_read() {
         for victim in &victims {
             echo_exact(victim, b"hello\n").unwrap();
         }
-        let before = settled_rss(&server);
+        let before = server.settled_rss();
         // The loop burns half a second on one request; meanwhile every victim fills its
         // socket without reading. When the loop next enters the kernel, each multishot recv
         // may take all its socket holds at once, more than the high-water mark, before any
@@ -308,7 +310,7 @@ fn a_burst_that_lands_in_one_turn_is_held_like_one_read() {
             write_what_fits(victim, &lines, Duration::from_millis(10));
         }
         util::client::read_expecting(&busy, b"WORK 500000 busy\n").unwrap();
-        let after = settled_rss(&server);
+        let after = server.settled_rss();
         let per_conn = after.saturating_sub(before) / VICTIMS as u64;
         drop(victims);
         let stats = finish(server);
@@ -464,32 +466,6 @@ fn stuff_victims(server: &Server, rng: &mut Rng, n: usize) -> Vec<TcpStream> {
         }
     }
     victims
-}
-
-/// Writes `bytes` without blocking until the socket takes nothing more for `quiet`.
-fn write_what_fits(stream: &TcpStream, bytes: &[u8], quiet: Duration) {
-    stream.set_nonblocking(true).unwrap();
-    let (mut at, mut last_progress) = (0, Instant::now());
-    while at < bytes.len() && last_progress.elapsed() < quiet {
-        match (&*stream).write(&bytes[at..]) {
-            Ok(n) if n > 0 => (at, last_progress) = (at + n, Instant::now()),
-            _ => std::thread::sleep(Duration::from_millis(1)),
-        }
-    }
-    stream.set_nonblocking(false).unwrap();
-}
-
-/// The server's resident memory once it has held still (to 64 KiB) for a second.
-fn settled_rss(server: &Server) -> u64 {
-    let steady = util::poll_until_steady(
-        Duration::from_secs(30),
-        Duration::from_secs(1),
-        Duration::from_millis(100),
-        || server.rss_total() / (64 * 1024),
-    );
-    server
-        .rss_total()
-        .max(steady.unwrap_or_else(|e| e.last) * 64 * 1024)
 }
 
 /// Returns once `sent` has not moved for half a second (or reached `total`).

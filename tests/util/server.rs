@@ -388,6 +388,19 @@ impl Server {
         }
     }
 
+    /// The server's resident memory once it has held still (to 64 KiB) for a second: what a
+    /// memory bound is checked against.
+    pub fn settled_rss(&self) -> u64 {
+        let steady = poll_until_steady(
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+            || self.rss_total() / (64 * 1024),
+        );
+        self.rss_total()
+            .max(steady.unwrap_or_else(|e| e.last) * 64 * 1024)
+    }
+
     /// CPU the server's processes used over `window`, as a fraction of one core.
     pub fn cpu_fraction(&self, window: Duration) -> f64 {
         procfs::cpu_fraction(self.pid(), window)
