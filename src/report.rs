@@ -13,6 +13,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use pool::PoolStats;
 use reactor::TcpListener;
@@ -167,4 +168,33 @@ fn syscalls_per_message(messages: u64, futex_wakes: u64) -> String {
         per(counts.uring_cqes_reaped),
     );
     out
+}
+
+/// When the next periodic stats line is due (`--stats-interval`), for a loop that checks on
+/// its housekeeping tick rather than keeping a timer for it.
+#[derive(Debug)]
+pub struct StatsClock {
+    every: Option<Duration>,
+    last: Instant,
+}
+
+impl StatsClock {
+    /// A clock for lines every `every` (`None`: never), counted from now.
+    pub fn new(every: Option<Duration>) -> StatsClock {
+        StatsClock {
+            every,
+            last: Instant::now(),
+        }
+    }
+
+    /// True, once, when at least one interval has passed since the last line.
+    pub fn due(&mut self, now: Instant) -> bool {
+        match self.every {
+            Some(every) if now.duration_since(self.last) >= every => {
+                self.last = now;
+                true
+            }
+            _ => false,
+        }
+    }
 }

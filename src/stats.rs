@@ -42,7 +42,8 @@ pub struct Stats {
     pub messages: AtomicCounter,
     /// The same messages, counted with a racy read-modify-write.
     pub messages_racy: RacyCounter,
-    /// Times `accept4` failed for lack of descriptors (EMFILE / ENFILE).
+    /// Times a waiting connection met the descriptor limit (EMFILE / ENFILE) and was shed
+    /// (see `AcceptGate::on_fd_exhaustion`).
     pub fd_exhausted: ShardedCounter,
 }
 

@@ -48,11 +48,12 @@ use reactor::{Epoll, Events, Interest, Signal, Signals, TcpListener, TcpStream, 
 
 use crate::config::Settings;
 use crate::conn::blocking::{prepare_blocking, serve_blocking};
+use crate::report::{self, StatsClock};
 use crate::runtime::accept::AcceptGate;
 use crate::runtime::shutdown::{read_stop_signals, Drain};
 use crate::runtime::{SIGNALS, TICK, TICK_PERIOD};
+use crate::server;
 use crate::stats::{SharedCounts, Stats};
-use crate::{report, server};
 
 /// Runs the single-threaded parent; in each child, serves one connection and exits.
 pub fn run(settings: &Settings, signals: Signals) -> io::Result<()> {
@@ -119,7 +120,7 @@ struct Parent<'a> {
     drain_tx: Option<UnixStream>,
     drain_rx: UnixStream,
     drain: Drain,
-    last_stats: Instant,
+    stats_clock: StatsClock,
 }
 
 impl<'a> Parent<'a> {
@@ -150,7 +151,7 @@ impl<'a> Parent<'a> {
             drain_tx: Some(drain_tx),
             drain_rx,
             drain: Drain::default(),
-            last_stats: Instant::now(),
+            stats_clock: StatsClock::new(settings.stats_interval),
         })
     }
 
@@ -253,12 +254,9 @@ impl<'a> Parent<'a> {
         if let Some(gate) = &mut self.gate {
             gate.on_tick(&self.epoll);
         }
-        if let Some(every) = self.settings.stats_interval {
-            if self.last_stats.elapsed() >= every {
-                self.last_stats = Instant::now();
-                let listener = self.gate.as_ref().map(|g| &**g.listener());
-                report::emit(&self.line(listener));
-            }
+        if self.stats_clock.due(Instant::now()) {
+            let listener = self.gate.as_ref().map(|g| &**g.listener());
+            report::emit(&self.line(listener));
         }
     }
 

@@ -171,9 +171,14 @@ impl AcceptGate {
 
     /// `accept4` failed with EMFILE or ENFILE: spend the spare to shed the waiting connections.
     /// Returns false when there was no spare (the caller pauses accepting until its tick).
+    ///
+    /// `fd_exhausted` counts the times a waiting connection met the limit. An io_uring accept
+    /// fails at the limit even when nobody is waiting (it takes a descriptor before it looks at
+    /// the queue), and its loop retries every tick: those empty sheds are not counted, and
+    /// logged only at debug level, or a server at its limit would report one every 250 ms.
     pub fn on_fd_exhaustion(&mut self, stats: &Stats) -> bool {
-        stats.fd_exhausted.incr();
         let Some(spare) = self.spare.take() else {
+            stats.fd_exhausted.incr();
             warn!("out of file descriptors and no spare: pausing accept");
             return false;
         };
@@ -191,7 +196,12 @@ impl AcceptGate {
             }
         }
         self.spare = open_spare();
-        warn!("out of file descriptors: shed {shed} waiting connections");
+        if shed > 0 {
+            stats.fd_exhausted.incr();
+            warn!("out of file descriptors: shed {shed} waiting connections");
+        } else {
+            debug!("out of file descriptors, and no connection waiting");
+        }
         self.spare.is_some()
     }
 }

@@ -59,7 +59,7 @@ use super::tally::{Tally, WorkerSlot};
 use super::{conn_key, conn_token, names, LISTENER, MAILBOX, SIGNALS, TICK, TICK_PERIOD};
 use crate::config::{Settings, Trigger};
 use crate::conn::{Conn, Costly, Scratch, Status};
-use crate::report;
+use crate::report::{self, StatsClock};
 use crate::slab::Slab;
 use crate::stats::{messages_on_this_thread, SharedCounts, Stats};
 
@@ -94,8 +94,7 @@ pub trait Role {
 /// The whole server (`event-loop`, a `prefork` child): owns the signals, prints the stats.
 pub struct Standalone {
     signals: Signals,
-    stats_interval: Option<Duration>,
-    last_stats: Instant,
+    stats_clock: StatsClock,
     /// A `prefork` child: its number (labels its lines), and where it publishes its counts
     /// for the parent's total.
     child: Option<(usize, Arc<SharedCounts>)>,
@@ -106,8 +105,7 @@ impl Standalone {
     pub fn new(signals: Signals, stats_interval: Option<Duration>) -> Standalone {
         Standalone {
             signals,
-            stats_interval,
-            last_stats: Instant::now(),
+            stats_clock: StatsClock::new(stats_interval),
             child: None,
         }
     }
@@ -145,11 +143,8 @@ impl Role for Standalone {
 
     fn on_tick(&mut self, now: Instant, stats: &Stats, line: &dyn Fn() -> String) {
         self.publish(stats);
-        if let Some(every) = self.stats_interval {
-            if now.duration_since(self.last_stats) >= every {
-                self.last_stats = now;
-                report::emit(&self.labelled(line()));
-            }
+        if self.stats_clock.due(now) {
+            report::emit(&self.labelled(line()));
         }
     }
 

@@ -51,7 +51,7 @@ use super::{
 use crate::config::Settings;
 use crate::conn::completion::CANCEL;
 use crate::conn::{recv_limit, RingConn, RingCounters, RingIo, RingStatus, SpareBuffers};
-use crate::report;
+use crate::report::{self, StatsClock};
 use crate::slab::Slab;
 use crate::stats::{messages_on_this_thread, Stats};
 
@@ -154,7 +154,7 @@ struct RingLoop<'a> {
     turn: u64,
     now: Instant,
     next_id: u32,
-    last_stats: Instant,
+    stats_clock: StatsClock,
     counters: Arc<RingCounters>,
     /// This ring's CQ overflows already added to `counters`.
     overflows_counted: u64,
@@ -171,6 +171,11 @@ impl<'a> RingLoop<'a> {
         let group = ring.add_buffer_group(args.uring_buffers, args.uring_buffer_size)?;
         debug!("io_uring: {:?}", ring.features());
         let recv_limit = recv_limit(&ring, args.uring_buffer_size);
+        // A worker's lines are the supervisor's to print.
+        let stats_clock = StatsClock::new(match &parts.role {
+            Role::Standalone { stats_interval, .. } => *stats_interval,
+            Role::Worker { .. } => None,
+        });
         let now = Instant::now();
         let mut this = RingLoop {
             ring,
@@ -190,7 +195,7 @@ impl<'a> RingLoop<'a> {
             turn: 0,
             now,
             next_id: 0,
-            last_stats: now,
+            stats_clock,
             counters: parts.counters,
             overflows_counted: 0,
         };
@@ -390,14 +395,11 @@ impl<'a> RingLoop<'a> {
         }
         match &self.role {
             Role::Worker { slot, .. } => slot.publish_msgs(messages_on_this_thread()),
-            Role::Standalone {
-                stats_interval: Some(every),
-                ..
-            } if now.duration_since(self.last_stats) >= *every => {
-                self.last_stats = now;
-                report::emit(&self.line());
+            Role::Standalone { .. } => {
+                if self.stats_clock.due(now) {
+                    report::emit(&self.line());
+                }
             }
-            Role::Standalone { .. } => {}
         }
     }
 
