@@ -324,11 +324,14 @@ impl RingConn {
             if self.closing.is_none() {
                 io.spare.lend_to(&mut self.core);
                 let bytes = io.ring.buffer(&buf);
+                // `Defer`: a costly request runs next turn, after the enter that submits the
+                // replies queued so far (docs/uring.md, "Costly requests wait").
                 let mut serve = Serve {
                     limits: io.limits,
                     stats: io.stats,
                     scratch: &mut *io.scratch,
                     turn: io.turn,
+                    costly: Costly::Defer,
                 };
                 if self.budget_spent(io.turn) {
                     // One turn runs at most one costly request past its budget, however many
@@ -412,7 +415,7 @@ impl RingConn {
         serve: &mut Serve<'_>,
         f: impl FnOnce(&mut Core, &Limits, &mut Turn<'_>) -> io::Result<()>,
     ) {
-        let mut turn = Turn::new(serve.scratch, Costly::Inline, serve.stats);
+        let mut turn = Turn::new(serve.scratch, serve.costly, serve.stats);
         if self.turn == serve.turn {
             (turn.budget, turn.worked) = (self.budget, self.worked);
         }
@@ -505,6 +508,8 @@ struct Serve<'b> {
     stats: &'b Stats,
     scratch: &'b mut Vec<u8>,
     turn: u64,
+    /// Where a `WORK` request met here runs (see [`RingConn::on_recv`]).
+    costly: Costly,
 }
 
 impl<'b> Serve<'b> {
@@ -514,6 +519,7 @@ impl<'b> Serve<'b> {
             stats: io.stats,
             scratch: &mut *io.scratch,
             turn: io.turn,
+            costly: Costly::Inline,
         }
     }
 }
