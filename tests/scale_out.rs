@@ -454,6 +454,28 @@ fn kill9(pid: &str) {
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "kill -KILL {pid}");
+    // kill(2) returns before the process is dead. Until it is, its listener still accepts, and
+    // a connection the balancer sends there is reset when it dies, which no redispatch can
+    // save: wait until it is gone or a zombie (its sockets are closed by then).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dead_or_zombie(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "{pid} still alive 10 s after SIGKILL"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether process `pid` has exited: no `/proc/<pid>`, or state `Z` in its stat line.
+fn dead_or_zombie(pid: &str) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may contain any.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .map_or(true, |(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
 }
 
 fn env_var(name: &str) -> String {
