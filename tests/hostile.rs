@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use rawloop::conn::{memory_bound, Limits, READ_CHUNK};
 use reactor::Signal;
-use util::client::{connect, echo_exact, is_timeout, set_timeouts, write_what_fits, Finish};
+use util::client::{connect, echo_exact, is_timeout, set_timeouts, write_without_reading, Finish};
 use util::{holds_many_client_fds, no_greedy_neighbour, Model, Models, Server, Watchdog};
 
 /// The limits the memory test runs with, small so that "bounded" and "unbounded" are far apart.
@@ -63,9 +63,7 @@ fn replies_that_outgrow_their_requests_cannot_grow_memory_past_the_bound() {
         // 256 KiB of `WORK\n` each: 52,428 requests earning 2.4 MB of `ERR` replies each if
         // nothing stopped the server.
         let flood = b"WORK\n".repeat(256 * 1024 / 5);
-        for client in &clients {
-            write_what_fits(client, &flood, QUIET);
-        }
+        write_without_reading(&clients, &vec![&flood; CLIENTS], QUIET, IO);
         let after = server.settled_rss();
         let per_conn = after.saturating_sub(before) / CLIENTS as u64;
         // A model with a thread or process per connection also gives each connection its
@@ -217,7 +215,7 @@ fn nonblocking(model: Model) -> bool {
 fn burst(server: &Server) -> TcpStream {
     let greedy = server.connect();
     let lines = b"WORK 300000 greedy\n".repeat(200);
-    write_what_fits(&greedy, &lines, QUIET);
+    write_without_reading(std::slice::from_ref(&greedy), &[&lines], QUIET, IO);
     std::thread::sleep(Duration::from_millis(200)); // let the server start burning
     greedy
 }

@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 
 use rawloop::conn::{memory_bound, Limits};
 use util::client::{
-    connect_many, echo_exact, echo_many, reset, set_timeouts, write_what_fits, Finish,
+    connect_many, echo_exact, echo_many, fill_without_reading, reset, set_timeouts,
+    write_without_reading, Finish,
 };
 use util::procfs::kernel_send_buffer_max;
-use util::{uses_io_uring, Models, Rng, Server, Stats, Watchdog};
+use util::{uses_io_uring, Models, Rng, Server, Stats, Watchdog, IO_TIMEOUT};
 
 /// The io_uring models, `parallel` at a time.
 fn uring_models(parallel: usize) -> Models {
@@ -76,7 +77,7 @@ fn backpressure(stats: &Stats) -> u64 {
 fn finish(server: Server) -> Stats {
     let exit = server.terminate(Duration::from_secs(30));
     exit.assert_clean();
-    exit.final_stats().pop().expect("a final line")
+    exit.last_final()
 }
 
 /// `n` distinct random payloads of `len` bytes.
@@ -306,9 +307,8 @@ fn a_burst_that_lands_in_one_turn_is_held_like_one_read() {
         (&busy).write_all(b"WORK 500000 busy\n").unwrap();
         std::thread::sleep(Duration::from_millis(50));
         let lines = b"0123456789abcdef0123456789abcdef0123456789abcde\n".repeat(1 << 14);
-        for victim in &victims {
-            write_what_fits(victim, &lines, Duration::from_millis(10));
-        }
+        let quiet = Duration::from_millis(10);
+        write_without_reading(&victims, &vec![&lines; VICTIMS], quiet, IO_TIMEOUT);
         util::client::read_expecting(&busy, b"WORK 500000 busy\n").unwrap();
         let after = server.settled_rss();
         let per_conn = after.saturating_sub(before) / VICTIMS as u64;
@@ -455,15 +455,7 @@ fn stuff_victims(server: &Server, rng: &mut Rng, n: usize) -> Vec<TcpStream> {
     let victims = connect_many(server.addr(), n, Duration::from_secs(30)).unwrap();
     let junk = rng.bytes(1 << 20);
     for victim in &victims {
-        victim.set_nonblocking(true).unwrap();
-        let mut last_progress = Instant::now();
-        while last_progress.elapsed() < Duration::from_millis(50) {
-            match (&*victim).write(&junk) {
-                Ok(n) if n > 0 => last_progress = Instant::now(),
-                Ok(_) => break,
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
+        fill_without_reading(victim, &junk, Duration::from_millis(50), usize::MAX);
     }
     victims
 }

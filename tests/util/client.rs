@@ -429,20 +429,6 @@ pub fn fill_without_reading(
     sent
 }
 
-/// Writes as much of `bytes` as the socket takes, without blocking, until it has taken
-/// nothing for `quiet` (the server stopped reading) or all is written.
-pub fn write_what_fits(stream: &TcpStream, bytes: &[u8], quiet: Duration) {
-    stream.set_nonblocking(true).expect("nonblocking mode");
-    let (mut at, mut last_progress) = (0, Instant::now());
-    while at < bytes.len() && last_progress.elapsed() < quiet {
-        match (&*stream).write(&bytes[at..]) {
-            Ok(n) if n > 0 => (at, last_progress) = (at + n, Instant::now()),
-            _ => std::thread::sleep(Duration::from_millis(1)),
-        }
-    }
-    stream.set_nonblocking(false).expect("blocking mode");
-}
-
 /// Writes `bytes` in non-blocking mode until EAGAIN or the end; returns how many were taken.
 /// The stream is left non-blocking.
 fn write_until_blocked(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
